@@ -1,0 +1,79 @@
+"""Typed configuration of the text-mining stage (configs/text_mining/*.yaml)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+
+@dataclass
+class ReaderConfig:
+    """Reading a WebVision release."""
+    meta_root: Optional[str] = None       # where the per-query JSON lives; None: detect under the root
+    images_root: Optional[str] = None     # where train images live; None: the release root
+    sources: list[str] = field(default_factory=lambda: ["google", "flickr"])
+    check_images: Literal["auto", "always", "never"] = "auto"  # auto: when the image folders exist
+    on_error: Literal["skip", "fail"] = "skip"  # skip: count bad input in the report; fail: stop
+
+
+@dataclass
+class WordNetConfig:
+    nltk_data: Optional[str] = None       # an nltk_data folder holding corpora/wordnet; None: NLTK's lookup
+
+
+@dataclass
+class KeywordConfig:
+    """Keyword extraction from title, description and tags."""
+    tagger: Literal["auto", "nltk", "wordnet"] = "auto"  # auto: NLTK's tagger if installed, else WordNet lexicon
+    fields: list[str] = field(default_factory=lambda: ["title", "description", "tags"])
+    min_length: int = 2
+    max_length: int = 30
+    max_chars: int = 2000                 # per field; longer text is cut (bounded work per record)
+
+
+@dataclass
+class VocabularyConfig:
+    """Vocabulary filter: drop the most common keywords and the rare ones, cap the size."""
+    drop_top: int = 20                    # drop the N keywords with the highest document frequency
+    max_df: float = 0.05                  # and every keyword in more than this fraction of images
+    min_df: int = 5                       # drop keywords in fewer images than this
+    max_size: int = 35000
+
+
+@dataclass
+class Word2VecConfig:
+    """gensim word2vec trained on the mined keywords (+ query words) in the reduce step."""
+    vector_size: int = 100
+    window: int = 5
+    epochs: int = 5
+    sg: int = 1                           # 1: skip-gram, 0: CBOW
+    negative: int = 5
+    workers: int = 0                      # threads; 0: all cores (not bit-reproducible), 1: deterministic
+    seed: int = 0
+
+
+@dataclass
+class WeightsConfig:
+    """LW-Set label weights: text similarity + WordNet neighbourhood of the query + KNN labels."""
+    measure: Literal["wup", "path", "lch"] = "wup"   # WordNet similarity of noun synsets
+    max_senses: int = 3                   # noun senses of a keyword compared with the classes
+    wordnet_mix: float = 0.5              # keyword-class score = mix * WordNet + (1 - mix) * word vectors
+    table_top_k: int = 20                 # classes kept per keyword in the keyword x class table
+    query_top_k: int = 10                 # classes kept per query class (its WordNet neighbourhood)
+    text: float = 0.4                     # weight of the text component
+    query: float = 0.4                    # weight of the query component
+    knn: float = 0.2                      # weight of the KNN-label component
+    knn_k: int = 10                       # neighbours per image
+    knn_reference: int = 100000           # images sampled as the KNN reference set
+    top_k: int = 10                       # label weights kept per image
+    power: float = 4.0                    # sharpening: weights proportional to score ** power
+    seed: int = 0
+
+
+@dataclass
+class TextMiningConfig:
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
+    wordnet: WordNetConfig = field(default_factory=WordNetConfig)
+    keywords: KeywordConfig = field(default_factory=KeywordConfig)
+    vocabulary: VocabularyConfig = field(default_factory=VocabularyConfig)
+    word2vec: Word2VecConfig = field(default_factory=Word2VecConfig)
+    weights: WeightsConfig = field(default_factory=WeightsConfig)

@@ -1,0 +1,230 @@
+"""Keyword extraction (WT-Set): web text -> lemmatised nouns and adjectives.
+
+Pipeline per text field: cut to ``max_chars`` -> HTML-unescape (repeatedly, web text is often
+escaped twice) -> strip HTML tags -> remove URLs, e-mail addresses and file names -> split
+hashtags (``#GoldenRetriever`` -> ``Golden Retriever``) -> tokenize on letters and digits ->
+drop tokens with digits (numbers, camera codes), stopwords and tokens outside the length bounds
+-> keep nouns and adjectives -> lemmatise.
+
+Part-of-speech filters (the one used is recorded in the outputs' metadata):
+- ``nltk-averaged-perceptron``: NLTK's tagger (the paper's choice), used when its model
+  (``taggers/averaged_perceptron_tagger_eng``) is installed; tokens tagged NN*/JJ* are kept and
+  lemmatised with WordNet's morphology.
+- ``wordnet-lexicon``: the offline fallback. A token is kept when WordNet knows it as a noun or
+  adjective and that reading is at least as frequent (SemCor tag counts of WordNet 3.0, +1 so
+  that known but untagged words count) as its verb and adverb readings; the lemma is the one
+  of the most frequent of noun/adjective. It is context-free, so it is computed once per
+  distinct token and cached: this is what makes the stage fast.
+"""
+from __future__ import annotations
+
+import functools
+import html
+import logging
+import re
+from importlib import resources
+
+from .config import KeywordConfig
+
+log = logging.getLogger(__name__)
+
+TAGGER_NLTK = "nltk-averaged-perceptron"
+TAGGER_WORDNET = "wordnet-lexicon"
+NLTK_TAGGER_RESOURCE = "taggers/averaged_perceptron_tagger_eng/"
+
+_HTML_TAG = re.compile(r"<[^<>]{0,500}>")
+_URL = re.compile(
+    r"(?:\b[a-z][a-z0-9+.-]{1,15}://|\bwww\.)\S+"
+    r"|\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
+    r"|\b[\w-]+(?:\.[\w-]+)*\.(?:com|org|net|edu|gov|info|biz|io|co|de|fr|uk|jp|ru|cn|it|es|nl"
+    r"|html?|php|aspx?|jpe?g|png|gif|tiff?)\b(?:/\S*)?",
+    re.IGNORECASE,
+)
+_HASHTAG = re.compile(r"#(\w+)")
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+_TOKEN = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
+
+
+@functools.lru_cache(maxsize=1)
+def stopwords() -> frozenset[str]:
+    text = resources.files("text_mining").joinpath("data/stopwords.txt").read_text(encoding="utf-8")
+    return frozenset(w.strip() for w in text.splitlines() if w.strip() and not w.startswith("#"))
+
+
+def clean_text(text: str, max_chars: int = 2000) -> str:
+    """Web text -> plain text without markup, URLs and hashtag marks."""
+    text = text[:max_chars]
+    for _ in range(3):
+        if "&" not in text:
+            break
+        unescaped = html.unescape(text)
+        if unescaped == text:
+            break
+        text = unescaped
+    text = _HTML_TAG.sub(" ", text)
+    text = _URL.sub(" ", text)
+    if "#" in text:
+        text = _HASHTAG.sub(lambda m: " " + _CAMEL.sub(" ", m.group(1)) + " ", text)
+    return text
+
+
+def tokenize(text: str) -> list[str]:
+    """Word tokens, case preserved; possessive 's removed."""
+    out = []
+    for tok in _TOKEN.findall(text.replace("_", " ")):
+        if tok.endswith(("'s", "\u2019s")):
+            tok = tok[:-2]
+        out.append(tok)
+    return out
+
+
+class _TokenFilter:
+    """Shared checks: no digits, no stopwords, length bounds, no leftover apostrophes."""
+
+    def __init__(self, cfg: KeywordConfig):
+        self.min_len, self.max_len = cfg.min_length, cfg.max_length
+        self.stop = stopwords()
+
+    def ok(self, low: str) -> bool:
+        return (self.min_len <= len(low) <= self.max_len and low not in self.stop
+                and not any(c.isdigit() or c in "'\u2019" for c in low))
+
+
+class WordNetLexiconFilter(_TokenFilter):
+    """Context-free noun/adjective filter from WordNet's lexicon and sense counts."""
+
+    name = TAGGER_WORDNET
+
+    def __init__(self, cfg: KeywordConfig, wn):
+        super().__init__(cfg)
+        self.wn = wn
+        self.cache: dict[str, str | None] = {}
+
+    def _decide(self, low: str) -> str | None:
+        if not self.ok(low):
+            return None
+        counts, lemma = {}, {}
+        for pos in ("n", "a", "v", "r"):
+            forms = self.wn._morphy(low, pos)
+            if not forms:
+                continue
+            lemma[pos] = min(forms, key=len)
+            total = 0
+            for syn in self.wn.synsets(low, pos):
+                for lem in syn.lemmas():
+                    if lem.name().lower() in forms:
+                        total += lem.count()
+            counts[pos] = total + 1
+        noun, adj = counts.get("n", 0), counts.get("a", 0)
+        if max(noun, adj) == 0 or max(noun, adj) < max(counts.get("v", 0), counts.get("r", 0)):
+            return None
+        return lemma["n"] if noun >= adj else lemma["a"]
+
+    def keywords(self, tokens: list[str]) -> list[str]:
+        out = []
+        cache = self.cache
+        for tok in tokens:
+            low = tok.lower()
+            kw = cache.get(low, 0)
+            if kw == 0:
+                kw = cache[low] = self._decide(low)
+            if kw is not None:
+                out.append(kw)
+        return out
+
+
+class NltkTaggerFilter(_TokenFilter):
+    """NLTK's averaged perceptron tagger; keeps NN* and JJ* tokens, lemmatised with WordNet."""
+
+    name = TAGGER_NLTK
+
+    def __init__(self, cfg: KeywordConfig, wn, tagger):
+        super().__init__(cfg)
+        self.wn = wn
+        self.tagger = tagger
+        self.lemma_cache: dict[tuple[str, str], str] = {}
+
+    def _lemma(self, low: str, pos: str) -> str:
+        key = (low, pos)
+        lem = self.lemma_cache.get(key)
+        if lem is None:
+            forms = self.wn._morphy(low, pos)
+            lem = self.lemma_cache[key] = min(forms, key=len) if forms else low
+        return lem
+
+    def keywords(self, tokens: list[str]) -> list[str]:
+        if not tokens:
+            return []
+        out = []
+        for tok, tag in self.tagger.tag(tokens):
+            if tag.startswith("NN"):
+                pos = "n"
+            elif tag.startswith("JJ"):
+                pos = "a"
+            else:
+                continue
+            low = tok.lower()
+            if self.ok(low):
+                out.append(self._lemma(low, pos))
+        return out
+
+
+def nltk_tagger_available() -> bool:
+    import nltk
+    try:
+        nltk.data.find(NLTK_TAGGER_RESOURCE)
+        return True
+    except LookupError:
+        return False
+
+
+def make_pos_filter(cfg: KeywordConfig, wn):
+    """The part-of-speech filter the config asks for (``auto``: NLTK's tagger when installed)."""
+    if cfg.tagger in ("auto", "nltk"):
+        if nltk_tagger_available():
+            from nltk.tag.perceptron import PerceptronTagger
+            return NltkTaggerFilter(cfg, wn, PerceptronTagger(load=True, lang="eng"))
+        if cfg.tagger == "nltk":
+            raise RuntimeError(
+                "keywords.tagger=nltk but NLTK's tagger model is not installed "
+                f"({NLTK_TAGGER_RESOURCE} on NLTK's search path). Install it with "
+                "python -c \"import nltk; nltk.download('averaged_perceptron_tagger_eng')\" "
+                "or use keywords.tagger=auto (falls back to the WordNet lexicon filter)")
+        log.info("NLTK's tagger model is not installed: using the WordNet lexicon filter")
+    return WordNetLexiconFilter(cfg, wn)
+
+
+class KeywordExtractor:
+    """title, description, tags -> keyword occurrences (lemmas), in text order."""
+
+    def __init__(self, cfg: KeywordConfig, wn, pos_filter=None):
+        self.cfg = cfg
+        self.pos = pos_filter or make_pos_filter(cfg, wn)
+        self.fields = tuple(cfg.fields)
+        for f in self.fields:
+            if f not in ("title", "description", "tags"):
+                raise ValueError(f"keywords.fields: unknown field {f!r} (title, description, tags)")
+
+    @property
+    def tagger_name(self) -> str:
+        return self.pos.name
+
+    def text_keywords(self, text: str) -> list[str]:
+        if not text:
+            return []
+        return self.pos.keywords(tokenize(clean_text(text, self.cfg.max_chars)))
+
+    def extract(self, title: str = "", description: str = "", tags=()) -> list[str]:
+        out: list[str] = []
+        if "title" in self.fields:
+            out += self.text_keywords(title)
+        if "description" in self.fields:
+            out += self.text_keywords(description)
+        if "tags" in self.fields and tags:
+            out += self.text_keywords(" , ".join(tags))
+        return out
+
+
+def unique(seq: list[str]) -> list[str]:
+    """Distinct items in order of first appearance."""
+    return list(dict.fromkeys(seq))

@@ -1,0 +1,396 @@
+"""Reader for WebVision releases (1.0 and 2.0 layouts): classes, queries, file lists, metadata.
+
+See shared/docs/methods.md section 1 for the layout. Images are addressed by their position
+(``index``) in the training list: ``info/train_filelist_all.txt`` when present, otherwise the
+Google list followed by the Flickr list. A part of the work is a contiguous range of that list,
+so N parts read exactly the records one part reads, in the same order.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from .config import ReaderConfig
+from .problems import Problems
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("google", "flickr")
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    class_id: int
+    wnid: str
+    words: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.words[0] if self.words else self.wnid
+
+
+@dataclass
+class ImageRecord:
+    index: int
+    key: str
+    path: str
+    source: str
+    query_id: int
+    class_id: int
+    title: str = ""
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    has_meta: bool = False
+
+
+@dataclass(frozen=True)
+class Segment:
+    filelist: Path
+    metalist: Path | None
+    start: int          # global index of its first line
+    lines: int
+
+
+class ReleaseError(RuntimeError):
+    """The folder is not a WebVision release we can read."""
+
+
+def count_lines(path: Path) -> int:
+    n = 0
+    last = b"\n"
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            n += chunk.count(b"\n")
+            last = chunk[-1:]
+    return n + (0 if last == b"\n" else 1)
+
+
+def _read_lines(path: Path) -> list[str]:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return [line.rstrip("\r\n") for line in fh]
+
+
+def salvage_json_list(text: str) -> list:
+    """The complete elements at the start of a truncated or corrupted JSON list."""
+    decoder = json.JSONDecoder()
+    pos = text.find("[")
+    if pos < 0:
+        return []
+    pos += 1
+    out = []
+    n = len(text)
+    while pos < n:
+        while pos < n and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= n or text[pos] == "]":
+            break
+        try:
+            obj, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            break
+        out.append(obj)
+    return out
+
+
+def _as_text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return " ".join(_as_text(v) for v in value)
+    return str(value)
+
+
+def _as_tags(value) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(t for t in value.replace(",", " ").split() if t)
+    if isinstance(value, (list, tuple)):
+        return tuple(_as_text(v) for v in value if v not in (None, ""))
+    return (str(value),)
+
+
+class Release:
+    """One WebVision release folder."""
+
+    def __init__(self, root: str | Path, cfg: ReaderConfig | None = None):
+        self.root = Path(root)
+        self.cfg = cfg or ReaderConfig()
+        info = self.root / "info"
+        if not (info / "synsets.txt").is_file():
+            raise ReleaseError(f"{self.root} is not a WebVision release: {info / 'synsets.txt'} is missing")
+        for s in self.cfg.sources:
+            if s not in SOURCES:
+                raise ReleaseError(f"reader.sources: unknown source {s!r} (valid: {', '.join(SOURCES)})")
+        self.classes = self._read_classes(info / "synsets.txt")
+        self.version, self.queries = self._read_queries(info)
+        self.query_class, self.map_base = self._read_query_map(info / "queries_synsets_map.txt")
+        self.segments = self._segments(info)
+        self.total = sum(s.lines for s in self.segments)
+        self.images_root = Path(self.cfg.images_root) if self.cfg.images_root else self.root
+        self._json_resolver = None
+        self._check_images = self._want_image_check()
+        log.info("WebVision %s layout at %s: %d classes, %d queries, %d train list lines; "
+                 "query map is %d-based", self.version, self.root, len(self.classes),
+                 len(self.query_class), self.total, self.map_base)
+
+    # ---- info/ files -------------------------------------------------------------------------
+    def _read_classes(self, path: Path) -> list[ClassInfo]:
+        classes = []
+        for i, line in enumerate(_read_lines(path)):
+            if not line.strip():
+                continue
+            wnid, _, words = line.strip().partition(" ")
+            if not (len(wnid) == 9 and wnid[0] == "n" and wnid[1:].isdigit()):
+                raise ReleaseError(f"{path}:{i + 1}: {wnid!r} is not a WordNet noun id like n01440764")
+            classes.append(ClassInfo(len(classes), wnid,
+                                     tuple(w.strip() for w in words.split(",") if w.strip())))
+        if not classes:
+            raise ReleaseError(f"{path} lists no classes")
+        return classes
+
+    def _read_queries(self, info: Path) -> tuple[str, dict[str, dict[int, str]]]:
+        def parse(path: Path) -> dict[int, str]:
+            out = {}
+            for i, line in enumerate(_read_lines(path)):
+                if not line.strip():
+                    continue
+                qid, _, words = line.strip().partition(" ")
+                if not qid.isdigit():
+                    raise ReleaseError(f"{path}:{i + 1}: query id {qid!r} is not a number")
+                out[int(qid)] = words.replace("+", " ").strip()
+            return out
+
+        if (info / "queries.txt").is_file():
+            shared = parse(info / "queries.txt")
+            return "2.0", {s: shared for s in SOURCES}
+        per_source = {s: info / f"queries_{s}.txt" for s in SOURCES}
+        if all(p.is_file() for p in per_source.values()):
+            return "1.0", {s: parse(p) for s, p in per_source.items()}
+        raise ReleaseError(f"{info}: neither queries.txt (2.0) nor queries_google.txt and "
+                           "queries_flickr.txt (1.0) found")
+
+    def _read_query_map(self, path: Path) -> tuple[dict[int, int], int]:
+        if not path.is_file():
+            raise ReleaseError(f"{path} is missing")
+        pairs = []
+        for i, line in enumerate(_read_lines(path)):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 2 or not parts[0].isdigit() or not parts[1].isdigit():
+                raise ReleaseError(f"{path}:{i + 1}: expected '<query id> <class index>', got {line!r}")
+            pairs.append((int(parts[0]), int(parts[1])))
+        indices = [c for _, c in pairs]
+        n = len(self.classes)
+        if 0 in indices:
+            base = 0
+        elif max(indices) == n:
+            base = 1
+        else:
+            base = 1 if self.version == "1.0" else 0
+            log.warning("%s: cannot tell whether class indices are 0- or 1-based; assuming %d-based "
+                        "(the %s convention)", path, base, self.version)
+        mapping = {q: c - base for q, c in pairs}
+        bad = [q for q, c in mapping.items() if not 0 <= c < n]
+        if bad:
+            raise ReleaseError(f"{path}: query {bad[0]} maps outside the {n} classes "
+                               f"(read as {base}-based)")
+        return mapping, base
+
+    def _segments(self, info: Path) -> list[Segment]:
+        names = [("all",)] if (info / "train_filelist_all.txt").is_file() else [(s,) for s in SOURCES]
+        segs, start = [], 0
+        for (name,) in names:
+            fl = info / f"train_filelist_{name}.txt"
+            if not fl.is_file():
+                if name == "all":
+                    continue
+                log.warning("%s is missing: no %s images", fl, name)
+                continue
+            ml = info / f"train_meta_list_{name}.txt"
+            n = count_lines(fl)
+            segs.append(Segment(fl, ml if ml.is_file() else None, start, n))
+            start += n
+        if not segs:
+            raise ReleaseError(f"{info}: no train_filelist_*.txt found")
+        return segs
+
+    def _want_image_check(self) -> bool:
+        mode = self.cfg.check_images
+        if mode == "auto":
+            return any((self.images_root / s).is_dir() for s in SOURCES)
+        return mode == "always"
+
+    # ---- parts -------------------------------------------------------------------------------
+    def part_range(self, part: int, num_parts: int) -> tuple[int, int]:
+        if num_parts < 1 or not 0 <= part < num_parts:
+            raise ValueError(f"part {part} is not in 0..{num_parts - 1}")
+        return self.total * part // num_parts, self.total * (part + 1) // num_parts
+
+    def query_text(self, source: str, query_id: int) -> str:
+        return self.queries.get(source, {}).get(query_id, "")
+
+    # ---- metadata JSON -----------------------------------------------------------------------
+    def _resolver(self, json_rel: str):
+        """Pick, once, where meta-list JSON paths live (copies of the release differ)."""
+        if self._json_resolver is None:
+            if self.cfg.meta_root:
+                base = Path(self.cfg.meta_root)
+                self._json_resolver = lambda rel: base / rel
+            else:
+                candidates = [
+                    ("root", lambda rel: self.root / rel),
+                    ("meta/", lambda rel: self.root / "meta" / rel),
+                    ("metadata/", lambda rel: self.root / "metadata" / rel),
+                    ("<source>_json/", lambda rel: self.root / rel.replace("/", "_json/", 1)),
+                ]
+                chosen = next(((n, f) for n, f in candidates if f(json_rel).is_file()), None)
+                if chosen is None:
+                    return None
+                log.info("metadata JSON found under %s (%s)", chosen[0], chosen[1](json_rel).parent)
+                self._json_resolver = chosen[1]
+        return self._json_resolver
+
+    def _load_json(self, path: Path, problems: Problems) -> list | None:
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            problems.add("missing_json", str(path), None, "metadata file not found")
+            return None
+        except OSError as exc:
+            problems.add("missing_json", str(path), None, f"cannot read: {exc}")
+            return None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.add("non_utf8", str(path), f"byte {exc.start}",
+                         f"not UTF-8 ({exc.reason}); decoded with replacement characters")
+            text = raw.decode("utf-8", errors="replace")
+        text = text.lstrip("\ufeff")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            records = salvage_json_list(text)
+            problems.add("bad_json", str(path), f"{exc.lineno}:{exc.colno}",
+                         f"{exc.msg}; salvaged the {len(records)} complete records before it")
+            return records
+        if not isinstance(data, list):
+            problems.add("bad_json", str(path), None,
+                         f"top level is a {type(data).__name__}, not a list of records")
+            return []
+        return data
+
+    # ---- records -----------------------------------------------------------------------------
+    def iter_records(self, start: int, end: int, problems: Problems) -> Iterator[ImageRecord]:
+        """Records with global index in [start, end), in list order, with their metadata."""
+        cache: collections.OrderedDict[str, list | None] = collections.OrderedDict()
+        for seg in self.segments:
+            lo, hi = max(start, seg.start), min(end, seg.start + seg.lines)
+            if lo >= hi:
+                continue
+            yield from self._iter_segment(seg, lo, hi, problems, cache)
+
+    def _iter_segment(self, seg: Segment, lo: int, hi: int, problems: Problems, cache) -> Iterator[ImageRecord]:
+        n_classes = len(self.classes)
+        with open(seg.filelist, encoding="utf-8", errors="replace") as fl:
+            files = itertools.islice(fl, lo - seg.start, hi - seg.start)
+            if seg.metalist is not None:
+                ml = open(seg.metalist, encoding="utf-8", errors="replace")
+                metas = itertools.islice(ml, lo - seg.start, hi - seg.start)
+            else:
+                ml, metas = None, iter(())
+            try:
+                for offset, (fline, mline) in enumerate(itertools.zip_longest(files, metas)):
+                    index = lo + offset
+                    lineno = index - seg.start + 1
+                    if fline is None:
+                        problems.add("list_mismatch", str(seg.metalist), lineno,
+                                     f"meta list is longer than {seg.filelist.name}")
+                        continue
+                    parts = fline.split()
+                    if not parts:
+                        continue
+                    if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+                        problems.add("bad_list_line", str(seg.filelist), lineno,
+                                     f"expected '<image path> <class id>', got {fline.strip()!r}")
+                        continue
+                    path, class_id = parts[0], int(parts[1])
+                    if not 0 <= class_id < n_classes:
+                        problems.add("unknown_class", str(seg.filelist), lineno,
+                                     f"class id {class_id} is not in 0..{n_classes - 1}")
+                        continue
+                    comps = path.split("/")
+                    source = comps[0] if comps[0] in SOURCES else ""
+                    if source not in self.cfg.sources:
+                        continue
+                    qfolder = comps[1] if len(comps) > 2 else ""
+                    query_id = int(qfolder[1:]) if qfolder[1:].isdigit() else -1
+                    key = path.rsplit(".", 1)[0] if "." in comps[-1] else path
+                    if self._check_images and not (self.images_root / path).is_file():
+                        problems.add("missing_image", str(seg.filelist), lineno,
+                                     f"{self.images_root / path} does not exist")
+                        continue
+                    rec = ImageRecord(index, key, path, source, query_id, class_id)
+                    if mline is None:
+                        if seg.metalist is None:
+                            if offset == 0:
+                                problems.add("list_mismatch", str(seg.filelist), None,
+                                             "no matching train_meta_list file: images have no text")
+                        else:
+                            problems.add("list_mismatch", str(seg.metalist), lineno,
+                                         f"meta list is shorter than {seg.filelist.name}")
+                    else:
+                        self._attach_meta(rec, mline, seg, lineno, problems, cache)
+                    yield rec
+            finally:
+                if ml is not None:
+                    ml.close()
+
+    def _attach_meta(self, rec: ImageRecord, mline: str, seg: Segment, lineno: int,
+                     problems: Problems, cache) -> None:
+        mparts = mline.split()
+        if len(mparts) != 2 or not mparts[1].isdigit() or int(mparts[1]) < 1:
+            problems.add("bad_list_line", str(seg.metalist), lineno,
+                         f"expected '<json path> <1-based row>', got {mline.strip()!r}")
+            return
+        json_rel, row = mparts[0], int(mparts[1])
+        if rec.query_id < 0:
+            stem = Path(json_rel).stem
+            rec.query_id = int(stem[1:]) if stem[1:].isdigit() else -1
+        resolve = self._resolver(json_rel)
+        json_path = resolve(json_rel) if resolve else self.root / json_rel
+        key = str(json_path)
+        if key in cache:
+            cache.move_to_end(key)
+            records = cache[key]
+        else:
+            records = self._load_json(json_path, problems)
+            cache[key] = records
+            if len(cache) > 8:
+                cache.popitem(last=False)
+        if records is None:
+            return
+        if row > len(records):
+            problems.add("row_out_of_range", str(seg.metalist), lineno,
+                         f"row {row} of {json_path} but it has {len(records)} records")
+            return
+        meta = records[row - 1]
+        if not isinstance(meta, dict):
+            problems.add("bad_record", str(json_path), f"row {row}",
+                         f"record is a {type(meta).__name__}, not an object")
+            return
+        rec.title = _as_text(meta.get("title"))
+        rec.description = _as_text(meta.get("description"))
+        rec.tags = _as_tags(meta.get("tags"))
+        rec.has_meta = True
+        if not (rec.title.strip() or rec.description.strip() or any(t.strip() for t in rec.tags)):
+            problems.add("empty_text", str(json_path), f"row {row}",
+                         f"{rec.path}: title, description and tags are all empty or null")

@@ -1,0 +1,125 @@
+"""WordNet 3.0 for NLTK: installation from Debian's packages and loading.
+
+Users with internet can ``nltk.download('wordnet')``; offline machines install Debian's
+``wordnet-base`` and ``wordnet-sense-index`` and run ``python -m text_mining install-wordnet``,
+which copies (NLTK does not follow every link) ``/usr/share/wordnet`` into
+``<nltk_data>/corpora/wordnet`` and writes the ``lexnames`` file that the Debian package lacks.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEBIAN_WORDNET = Path("/usr/share/wordnet")
+
+# lexnames(5WN): file number, lexicographer file name, syntactic category (1 noun, 2 verb,
+# 3 adjective, 4 adverb).
+LEXNAMES = [
+    "adj.all 3", "adj.pert 3", "adv.all 4", "noun.Tops 1", "noun.act 1", "noun.animal 1",
+    "noun.artifact 1", "noun.attribute 1", "noun.body 1", "noun.cognition 1",
+    "noun.communication 1", "noun.event 1", "noun.feeling 1", "noun.food 1", "noun.group 1",
+    "noun.location 1", "noun.motive 1", "noun.object 1", "noun.person 1", "noun.phenomenon 1",
+    "noun.plant 1", "noun.possession 1", "noun.process 1", "noun.quantity 1", "noun.relation 1",
+    "noun.shape 1", "noun.state 1", "noun.substance 1", "noun.time 1", "verb.body 2",
+    "verb.change 2", "verb.cognition 2", "verb.communication 2", "verb.competition 2",
+    "verb.consumption 2", "verb.contact 2", "verb.creation 2", "verb.emotion 2", "verb.motion 2",
+    "verb.perception 2", "verb.possession 2", "verb.social 2", "verb.stative 2", "verb.weather 2",
+    "adj.ppl 3",
+]
+
+REQUIRED_FILES = ["data.noun", "index.noun", "data.adj", "index.adj", "data.verb", "index.verb",
+                  "data.adv", "index.adv", "noun.exc", "adj.exc", "verb.exc", "adv.exc"]
+
+INSTALL_HELP = (
+    "WordNet 3.0 for NLTK was not found{where}. Install it with one of:\n"
+    "  - Debian/Ubuntu (offline-friendly): apt-get install wordnet-base wordnet-sense-index && "
+    "python -m text_mining install-wordnet\n"
+    "  - with internet: python -c \"import nltk; nltk.download('wordnet')\"\n"
+    "or point the config key wordnet.nltk_data (or the NLTK_DATA variable) at an nltk_data folder "
+    "that holds corpora/wordnet."
+)
+
+
+class WordNetMissing(RuntimeError):
+    """WordNet data is not installed where NLTK (or the config) looks."""
+
+
+def default_nltk_data() -> Path:
+    """``<sys.prefix>/nltk_data``: on NLTK's default search path, private to the environment."""
+    return Path(sys.prefix) / "nltk_data"
+
+
+def lexnames_text() -> str:
+    return "".join(f"{i:02d}\t{name.split()[0]}\t{name.split()[1]}\n" for i, name in enumerate(LEXNAMES))
+
+
+def install_wordnet(source: str | Path = DEBIAN_WORDNET, dest: str | Path | None = None) -> Path:
+    """Copy a WordNet 3.0 database folder into ``<dest>/corpora/wordnet``. Safe to run twice."""
+    source = Path(source)
+    missing = [f for f in REQUIRED_FILES if not (source / f).is_file()]
+    if missing:
+        raise WordNetMissing(
+            f"{source} is not a WordNet 3.0 database (missing {', '.join(missing)}); "
+            "install Debian's wordnet-base and wordnet-sense-index first"
+        )
+    dest = Path(dest) if dest else default_nltk_data()
+    target = dest / "corpora" / "wordnet"
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(source.iterdir()):
+        if entry.is_file():
+            out = target / entry.name
+            if not out.exists() or out.stat().st_size != entry.stat().st_size:
+                shutil.copyfile(entry, out)  # a copy, not a link
+    (target / "lexnames").write_text(lexnames_text(), encoding="ascii")
+    log.info("WordNet installed in %s", target)
+    return target
+
+
+@functools.lru_cache(maxsize=4)
+def load_wordnet(nltk_data: str | None = None):
+    """Return an NLTK ``WordNetCorpusReader`` for WordNet 3.0.
+
+    ``nltk_data``: an nltk_data folder to search first (config ``wordnet.nltk_data``); otherwise
+    NLTK's usual lookup (``NLTK_DATA``, ``~/nltk_data``, ``<sys.prefix>/nltk_data``, ...)."""
+    import nltk
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    if nltk_data:
+        root = Path(nltk_data).expanduser().resolve()
+        if str(root) not in nltk.data.path:
+            nltk.data.path.insert(0, str(root))
+    try:
+        pointer = nltk.data.find("corpora/wordnet")
+    except LookupError:
+        where = f" under {nltk_data} or NLTK's search path" if nltk_data else " on NLTK's search path"
+        raise WordNetMissing(INSTALL_HELP.format(where=where)) from None
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The multilingual functions")
+            reader = WordNetCorpusReader(pointer, None)
+    except (OSError, LookupError) as exc:
+        raise WordNetMissing(
+            f"WordNet at {pointer} is incomplete ({exc}).\n" + INSTALL_HELP.format(where="")
+        ) from None
+    version = reader.get_version()
+    if version != "3.0":
+        raise WordNetMissing(f"WordNet at {pointer} is version {version}; webtag needs WordNet 3.0 "
+                             "(the WebVision class ids are WordNet 3.0 offsets)")
+    return reader
+
+
+def synset_from_wnid(wn, wnid: str):
+    """``n02084071`` -> the WordNet 3.0 noun synset at that offset."""
+    if len(wnid) != 9 or wnid[0] not in "nvasr" or not wnid[1:].isdigit():
+        raise ValueError(f"{wnid!r} is not a WordNet id like n02084071")
+    return wn.synset_from_pos_and_offset(wnid[0], int(wnid[1:]))
+
+
+def wnid_of(synset) -> str:
+    return f"{synset.pos()}{synset.offset():08d}"
