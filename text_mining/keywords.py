@@ -118,7 +118,8 @@ class WordNetLexiconFilter(_TokenFilter):
         noun, adj = counts.get("n", 0), counts.get("a", 0)
         if max(noun, adj) == 0 or max(noun, adj) < max(counts.get("v", 0), counts.get("r", 0)):
             return None
-        return lemma["n"] if noun >= adj else lemma["a"]
+        best = lemma["n"] if noun >= adj else lemma["a"]
+        return best if self.ok(best) else None
 
     def keywords(self, tokens: list[str]) -> list[str]:
         out = []
@@ -165,7 +166,9 @@ class NltkTaggerFilter(_TokenFilter):
                 continue
             low = tok.lower()
             if self.ok(low):
-                out.append(self._lemma(low, pos))
+                lem = self._lemma(low, pos)
+                if self.ok(lem):
+                    out.append(lem)
         return out
 
 

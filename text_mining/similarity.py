@@ -11,7 +11,9 @@ Definitions (noun taxonomy; hypernym and instance-hypernym edges; one root, enti
 - Wu-Palmer ``wup = 2 depth(lcs) / (depth(a) + depth(b))`` (methods.md section 3) with NLTK's
   conventions, so values equal ``wup_similarity``: the LCS is the common ancestor of greatest
   min_depth (ties: first by name), ``depth(lcs) = max_depth(lcs) + 1`` and
-  ``depth(a) = dist(a, lcs) + depth(lcs)``; tests check equality with NLTK;
+  ``depth(a) = dist(a, lcs) + depth(lcs)``; tests check equality with NLTK, except that a synset
+  has similarity 1 with itself (NLTK never takes the synset itself as the subsumer, so for
+  synsets with two hypernym paths it gives less: dog.n.01 with itself is 0.93);
 - path ``= 1 / (dist + 1)`` and Leacock-Chodorow ``= -log((dist + 1) / (2 D))`` with D the maximum
   depth of the noun taxonomy (both exactly NLTK's values); here LCH is divided by ``log(2 D)`` so
   that every measure lies in [0, 1] with 1 for identical synsets.
@@ -33,9 +35,16 @@ class Taxonomy:
         self._maxd: dict[int, int] = {}
         self._order: dict[int, list[int]] = {}
         self._names: dict[int, str] = {}
-        if ("n", False) not in wn._max_depth:
-            wn._compute_max_depth("n", False)
-        self.max_depth = wn._max_depth[("n", False)]
+        self._max_depth = None
+
+    @property
+    def max_depth(self) -> int:
+        """Maximum depth of the noun taxonomy (NLTK's, for LCH; 19 in WordNet 3.0; ~10 s to compute)."""
+        if self._max_depth is None:
+            if ("n", False) not in self.wn._max_depth:
+                self.wn._compute_max_depth("n", False)
+            self._max_depth = self.wn._max_depth[("n", False)]
+        return self._max_depth
 
     def ancestors(self, syn) -> dict[int, int]:
         off = syn.offset()
@@ -108,16 +117,18 @@ class ClassSimilarity:
         self.measure = measure
         self.n = len(class_synsets)
         below: dict[int, tuple[list[int], list[int]]] = {}
-        self.class_depth = np.zeros(self.n, dtype=np.float64)
+        self.class_of: dict[int, np.ndarray] = {}
         for ci, syn in enumerate(class_synsets):
-            self.class_depth[ci] = taxonomy.depth(syn)
+            self.class_of.setdefault(syn.offset(), []).append(ci)
+        self.class_of = {k: np.asarray(v) for k, v in self.class_of.items()}
+        for ci, syn in enumerate(class_synsets):
             for a, d in taxonomy.path_lengths(syn).items():
                 idx, dist = below.setdefault(a, ([], []))
                 idx.append(ci)
                 dist.append(d)
         self.below = {a: (np.asarray(i, dtype=np.int64), np.asarray(d, dtype=np.float64))
                       for a, (i, d) in below.items()}
-        self.lch_scale = math.log(2.0 * taxonomy.max_depth)
+        self.lch_scale = math.log(2.0 * taxonomy.max_depth) if measure == "lch" else 1.0
 
     def row(self, syn) -> np.ndarray:
         anc = self.tax.path_lengths(syn)
@@ -140,6 +151,9 @@ class ClassSimilarity:
                 done[idx] = True
                 if done.all():
                     break
+            same = self.class_of.get(syn.offset())
+            if same is not None:
+                val[same] = 1.0  # NLTK skips the synset itself as subsumer (dog-dog = 0.93)
             return val
         dist = np.full(self.n, np.inf)
         for a, d in anc.items():

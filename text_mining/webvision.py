@@ -235,6 +235,13 @@ class Release:
             raise ValueError(f"part {part} is not in 0..{num_parts - 1}")
         return self.total * part // num_parts, self.total * (part + 1) // num_parts
 
+    def locate(self, index: int) -> tuple[Segment, int]:
+        """The file list and 1-based line of a train-list index."""
+        for seg in self.segments:
+            if seg.start <= index < seg.start + seg.lines:
+                return seg, index - seg.start + 1
+        raise IndexError(f"train-list index {index} is not in 0..{self.total - 1}")
+
     def query_text(self, source: str, query_id: int) -> str:
         return self.queries.get(source, {}).get(query_id, "")
 

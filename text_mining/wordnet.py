@@ -99,10 +99,16 @@ def load_wordnet(nltk_data: str | None = None):
     except LookupError:
         where = f" under {nltk_data} or NLTK's search path" if nltk_data else " on NLTK's search path"
         raise WordNetMissing(INSTALL_HELP.format(where=where)) from None
+    class WordNet30(WordNetCorpusReader):
+        def map_wn(self, version="wordnet"):
+            # NLTK maps synset ids to another WordNet version for its multilingual data, re-reading
+            # index.sense twice (~5 s per process); webtag needs no multilingual data.
+            return None
+
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The multilingual functions")
-            reader = WordNetCorpusReader(pointer, None)
+            reader = WordNet30(pointer, None)
     except (OSError, LookupError) as exc:
         raise WordNetMissing(
             f"WordNet at {pointer} is incomplete ({exc}).\n" + INSTALL_HELP.format(where="")

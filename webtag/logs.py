@@ -15,3 +15,6 @@ def setup_logging(level: str | int | None = None) -> None:
         datefmt="%H:%M:%S",
         force=True,
     )
+    # third-party libraries that log every epoch or file at INFO
+    for name in ("gensim", "matplotlib", "smart_open", "PIL"):
+        logging.getLogger(name).setLevel(logging.WARNING)

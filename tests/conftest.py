@@ -1,0 +1,51 @@
+"""Shared fixtures: generated WebVision-format examples and one mined example."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.example import make_example
+from text_mining.config import TextMiningConfig
+from webtag.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_CONFIG = REPO / "configs" / "text_mining" / "example.yaml"
+
+
+def example_config(*overrides: str) -> TextMiningConfig:
+    return load_config(TextMiningConfig, EXAMPLE_CONFIG, overrides)
+
+
+@pytest.fixture(scope="session")
+def example_v1(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ex") / "webvision1"
+    make_example(out, classes=8, images_per_class=16, seed=3, version="1.0")
+    return out
+
+
+@pytest.fixture(scope="session")
+def example_v2(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ex") / "webvision2"
+    make_example(out, classes=6, images_per_class=12, seed=5, version="2.0", images=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def mined_v1(example_v1, tmp_path_factory) -> Path:
+    """The whole stage on example_v1 in one process and one part."""
+    from text_mining.runner import run_all
+    out = tmp_path_factory.mktemp("mined") / "v1"
+    run_all(example_v1, out, example_config(), workers=1, num_parts=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def wn():
+    from text_mining.wordnet import load_wordnet
+    return load_wordnet()
+
+
+def pytest_configure(config):
+    os.environ.setdefault("WEBTAG_LOG", "WARNING")

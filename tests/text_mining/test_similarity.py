@@ -1,0 +1,50 @@
+"""The vectorised WordNet similarities equal NLTK's per-pair values."""
+import random
+
+import numpy as np
+import pytest
+
+from text_mining.similarity import ClassSimilarity, Taxonomy, top_k_rows
+
+
+@pytest.mark.parametrize("measure", ["wup", "path", "lch"])
+def test_equals_nltk(wn, measure):
+    rng = random.Random(7)
+    nouns = sorted(wn.all_synsets("n"), key=lambda s: s.offset())
+    classes = rng.sample(nouns, 120) + [wn.synset("dog.n.01"), wn.synset("tabby.n.01")]
+    queries = rng.sample(nouns, 25) + [wn.synset("dog.n.01"), wn.synset("cat.n.01"),
+                                       wn.synset("einstein.n.01")]  # an instance hyponym
+    tax = Taxonomy(wn)
+    sim = ClassSimilarity(tax, classes, measure)
+    got = sim.rows(queries)
+    for i, q in enumerate(queries):
+        for j, c in enumerate(classes):
+            if q == c:
+                assert got[i, j] == pytest.approx(1.0)
+                continue
+            if measure == "wup":
+                ref = q.wup_similarity(c)
+            elif measure == "path":
+                ref = q.path_similarity(c)
+            else:
+                ref = q.lch_similarity(c) / sim.lch_scale
+            assert got[i, j] == pytest.approx(ref, abs=1e-6), (q, c)
+    # a synset is most similar to itself
+    assert got[-3, -2] == pytest.approx(1.0)
+
+
+def test_word_row_takes_best_sense(wn):
+    tax = Taxonomy(wn)
+    classes = [wn.synset("dog.n.01"), wn.synset("car.n.01")]
+    sim = ClassSimilarity(tax, classes, "wup")
+    row = sim.word_row(wn.synsets("dog", "n")[:3])
+    assert row[0] == pytest.approx(1.0) and row[1] < 0.6
+    assert not sim.word_row([]).any()
+
+
+def test_top_k_rows():
+    m = np.array([[0.1, 0.9, 0.5, 0.0], [0.0, 0.0, 0.0, 0.0], [0.3, 0.3, 0.8, 0.3]])
+    ids, scores = top_k_rows(m, 2)
+    assert ids[0].tolist() == [1, 2] and scores[0].tolist() == pytest.approx([0.9, 0.5])
+    assert ids[1].tolist() == []
+    assert ids[2][0] == 2 and len(ids[2]) == 2

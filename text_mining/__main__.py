@@ -1,0 +1,99 @@
+"""Command line of the text-mining stage.
+
+    python -m text_mining run --webvision ROOT --out DIR [--workers N] [--config YAML] [key=value ...]
+    python -m text_mining count --webvision ROOT --out DIR --part I --num-parts N [...]
+    python -m text_mining vocabulary --webvision ROOT --out DIR [...]
+    python -m text_mining tag --webvision ROOT --out DIR --part I --num-parts N [...]
+    python -m text_mining merge --webvision ROOT --out DIR [...]
+    python -m text_mining install-wordnet [--source /usr/share/wordnet] [--dest NLTK_DATA]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from webtag.config import ConfigError, load_config
+from webtag.logs import setup_logging
+
+from .config import TextMiningConfig
+
+log = logging.getLogger("text_mining")
+
+
+def _common(p: argparse.ArgumentParser, parts: bool) -> None:
+    p.add_argument("--webvision", required=True, help="WebVision release root (holds info/)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--config", help="YAML config (configs/text_mining/*.yaml); defaults if omitted")
+    p.add_argument("--on-error", choices=["skip", "fail"], help="bad input: count and go on, or stop")
+    if parts:
+        p.add_argument("--part", type=int, default=None,
+                       help="0-based part index (default: $SLURM_ARRAY_TASK_ID)")
+        p.add_argument("--num-parts", type=int, required=True)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. vocabulary.min_df=3")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m text_mining", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="the whole stage on this machine (multiprocessing)")
+    _common(run, parts=False)
+    run.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    run.add_argument("--num-parts", type=int, default=None, help="parts per map step (default: workers)")
+    for name, helptext, parts in [("count", "map: read metadata, extract and count keywords", True),
+                                  ("vocabulary", "reduce: vocabulary, word vectors, similarity tables", False),
+                                  ("tag", "map: keyword ids and label weights", True),
+                                  ("merge", "reduce: final Parquet tables and report", False)]:
+        _common(sub.add_parser(name, help=helptext), parts)
+    wn = sub.add_parser("install-wordnet", help="copy Debian's WordNet 3.0 into an nltk_data folder")
+    wn.add_argument("--source", default="/usr/share/wordnet")
+    wn.add_argument("--dest", default=None, help="nltk_data folder (default: <sys.prefix>/nltk_data)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    from .layout import OutputMismatch
+    from .problems import InputError
+    from .webvision import ReleaseError
+    from .wordnet import WordNetMissing, install_wordnet
+
+    try:
+        if args.command == "install-wordnet":
+            print(install_wordnet(args.source, args.dest))
+            return 0
+        cfg = load_config(TextMiningConfig, args.config, args.overrides,
+                          defaults={"reader.on_error": args.on_error})
+        part = getattr(args, "part", None)
+        if args.command in ("count", "tag"):
+            if part is None:
+                env = os.environ.get("SLURM_ARRAY_TASK_ID")
+                if env is None:
+                    raise ConfigError("--part is required (or run as a Slurm array task)")
+                part = int(env)
+        if args.command == "run":
+            from .runner import run_all
+            run_all(args.webvision, args.out, cfg, args.workers, args.num_parts)
+        elif args.command == "count":
+            from .count import count_part
+            count_part(args.webvision, args.out, cfg, part, args.num_parts)
+        elif args.command == "vocabulary":
+            from .vocabulary import build_vocabulary
+            build_vocabulary(args.webvision, args.out, cfg)
+        elif args.command == "tag":
+            from .tag import tag_part
+            tag_part(args.webvision, args.out, cfg, part, args.num_parts)
+        elif args.command == "merge":
+            from .merge import merge
+            merge(args.webvision, args.out, cfg)
+    except (ConfigError, InputError, ReleaseError, OutputMismatch, WordNetMissing, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Map step 1, ``count``: read one part of the release, extract keywords, count them.
+
+Writes ``_work/count/part-I-of-N/`` with
+- ``extract.parquet``: one row per image (index, key, path, source, query_id, class_id, the image's
+  distinct keywords and how often each occurs in its text, has_text);
+- ``counts.parquet``: per keyword, occurrences and images;
+- ``report.json``: counts, bad input, the tagger used, timing.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from webtag.atomic import atomic_dir
+
+from .config import TextMiningConfig
+from .keywords import KeywordExtractor
+from .layout import Layout
+from .problems import Problems
+from .webvision import Release
+from .wordnet import load_wordnet
+
+log = logging.getLogger(__name__)
+
+EXTRACT_SCHEMA = pa.schema([
+    ("index", pa.int64()), ("key", pa.string()), ("path", pa.string()), ("source", pa.string()),
+    ("query_id", pa.int32()), ("class_id", pa.int32()), ("keywords", pa.list_(pa.string())),
+    ("keyword_counts", pa.list_(pa.int32())), ("has_text", pa.bool_()),
+])
+COUNTS_SCHEMA = pa.schema([("keyword", pa.string()), ("count", pa.int64()), ("df", pa.int64())])
+
+
+def progress(iterable, total: int, desc: str, enabled: bool = True):
+    """A progress bar; sparse updates when stderr is not a terminal (Slurm logs)."""
+    tty = sys.stderr.isatty()
+    return tqdm(iterable, total=total, desc=desc, unit="rec", disable=not enabled,
+                mininterval=0.5 if tty else 30, dynamic_ncols=tty, leave=tty)
+
+
+def count_part(root: str | Path, out: str | Path, cfg: TextMiningConfig, part: int, num_parts: int,
+               show_progress: bool = True) -> dict:
+    layout = Layout(out)
+    dest = layout.part_dir("count", part, num_parts)
+    if dest.exists():
+        log.info("count part %d/%d already done (%s)", part, num_parts, dest)
+        return json.loads((dest / "report.json").read_text())
+    layout.check_config(cfg)
+    layout.prepare("count")
+    t0 = time.perf_counter()
+    release = Release(root, cfg.reader)
+    wn = load_wordnet(cfg.wordnet.nltk_data)
+    extractor = KeywordExtractor(cfg.keywords, wn)
+    problems = Problems(cfg.reader.on_error)
+    start, end = release.part_range(part, num_parts)
+
+    cols = {name: [] for name in EXTRACT_SCHEMA.names}
+    occurrences: collections.Counter = collections.Counter()
+    doc_freq: collections.Counter = collections.Counter()
+    n_text = 0
+    records = release.iter_records(start, end, problems)
+    for rec in progress(records, end - start, f"count {part}/{num_parts}", show_progress):
+        kws = extractor.extract(rec.title, rec.description, rec.tags)
+        per_image = collections.Counter(kws)
+        distinct = list(per_image)
+        occurrences.update(per_image)
+        doc_freq.update(distinct)
+        has_text = bool(rec.title.strip() or rec.description.strip() or rec.tags)
+        n_text += has_text
+        cols["index"].append(rec.index)
+        cols["key"].append(rec.key)
+        cols["path"].append(rec.path)
+        cols["source"].append(rec.source)
+        cols["query_id"].append(rec.query_id)
+        cols["class_id"].append(rec.class_id)
+        cols["keywords"].append(distinct)
+        cols["keyword_counts"].append([per_image[k] for k in distinct])
+        cols["has_text"].append(has_text)
+    extract = pa.table(cols, schema=EXTRACT_SCHEMA.with_metadata({b"webtag.tagger": extractor.tagger_name.encode()}))
+    words = sorted(occurrences)
+    counts = pa.table({"keyword": words, "count": [occurrences[w] for w in words],
+                       "df": [doc_freq[w] for w in words]}, schema=COUNTS_SCHEMA)
+    report = {
+        "part": part, "num_parts": num_parts, "start": start, "end": end,
+        "images": extract.num_rows, "with_text": n_text,
+        "keyword_occurrences": sum(occurrences.values()), "distinct_keywords": len(words),
+        "tagger": extractor.tagger_name, "release_version": release.version,
+        "query_map_base": release.map_base, "problems": problems.to_dict(),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    with atomic_dir(dest) as tmp:
+        pq.write_table(extract, tmp / "extract.parquet")
+        pq.write_table(counts, tmp / "counts.parquet")
+        (tmp / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    log.info("count part %d/%d: %d images, %d distinct keywords, %d problems, %.1fs",
+             part, num_parts, extract.num_rows, len(words), problems.total(), report["seconds"])
+    return report

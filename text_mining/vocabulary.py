@@ -1,0 +1,262 @@
+"""Reduce step, ``vocabulary``: merge the parts' counts into the keyword vocabulary and build
+everything the per-image label weights need.
+
+Writes ``_work/vocabulary/`` with
+- ``vocabulary.parquet`` and ``classes.parquet`` (schemas in schema.py);
+- ``duplicates.parquet``: train-list indices of images listed again (dropped by ``tag``);
+- ``word2vec.kv``: gensim word vectors trained on the images' vocabulary keywords plus the words
+  of their query (so that class words and keywords share one space);
+- ``keyword_classes.parquet``: per keyword, the top-k classes by
+  ``wordnet_mix * WordNet(keyword, class) + (1 - wordnet_mix) * max(0, cos(v_keyword, v_class))``;
+- ``class_neighbours.parquet``: per class, its top-k WordNet neighbours (the query's neighbourhood);
+- ``knn_reference.npz``: text embeddings and classes of a sample of images (the KNN-label set);
+- ``report.json``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from webtag.atomic import atomic_dir
+
+from . import schema
+from .config import TextMiningConfig, VocabularyConfig
+from .embed import mean_embeddings, normalise_rows, train_word2vec, word_matrix
+from .layout import Layout
+from .problems import Problems
+from .similarity import ClassSimilarity, Taxonomy, top_k_rows
+from .webvision import Release
+from .wordnet import load_wordnet, synset_from_wnid
+
+log = logging.getLogger(__name__)
+
+NEIGHBOURS_SCHEMA = pa.schema([("class_id", pa.int32()), ("class_ids", pa.list_(pa.int32())),
+                               ("scores", pa.list_(pa.float32()))])
+
+
+def filter_vocabulary(counts: pd.DataFrame, n_images: int, cfg: VocabularyConfig) -> tuple[pd.DataFrame, dict]:
+    """Keyword counts (keyword, count, df) -> the vocabulary table and what was dropped.
+
+    Order: document frequency descending, then keyword. Drops the ``drop_top`` most frequent
+    keywords, those in more than ``max_df`` of the images and those in fewer than ``min_df``
+    images, then keeps the ``max_size`` most frequent."""
+    ranked = counts.sort_values(["df", "keyword"], ascending=[False, True], kind="mergesort")
+    ranked = ranked.reset_index(drop=True)
+    n_top = min(cfg.drop_top, len(ranked))
+    too_common = ranked.iloc[:n_top]
+    rest = ranked.iloc[n_top:]
+    over_df = rest[rest["df"] > cfg.max_df * n_images]
+    rest = rest[rest["df"] <= cfg.max_df * n_images]
+    rare = rest[rest["df"] < cfg.min_df]
+    rest = rest[rest["df"] >= cfg.min_df]
+    capped = rest.iloc[cfg.max_size:]
+    vocab = rest.iloc[: cfg.max_size].copy()
+    vocab.insert(1, "id", np.arange(len(vocab), dtype=np.int32))
+    vocab = vocab[["keyword", "id", "count", "df"]].reset_index(drop=True)
+    dropped = {
+        "distinct_keywords": int(len(ranked)),
+        "dropped_most_common": too_common["keyword"].tolist(),
+        "dropped_over_max_df": over_df["keyword"].tolist()[:100],
+        "dropped_over_max_df_count": int(len(over_df)),
+        "dropped_rare_count": int(len(rare)),
+        "dropped_over_max_size_count": int(len(capped)),
+        "vocabulary_size": int(len(vocab)),
+    }
+    return vocab, dropped
+
+
+def _extract_batches(parts: list[Path], columns: list[str]):
+    for p in parts:
+        pf = pq.ParquetFile(p / "extract.parquet")
+        for batch in pf.iter_batches(batch_size=65536, columns=columns):
+            yield batch
+
+
+class _Sentences:
+    """Re-iterable word2vec corpus: each image's vocabulary keywords + its query's words."""
+
+    def __init__(self, parts, vocab: set, query_terms: dict, dropped: set):
+        self.parts, self.vocab, self.query_terms, self.dropped = parts, vocab, query_terms, dropped
+
+    def __iter__(self):
+        for batch in _extract_batches(self.parts, ["index", "source", "query_id", "keywords"]):
+            d = batch.to_pydict()
+            for idx, src, qid, kws in zip(d["index"], d["source"], d["query_id"], d["keywords"]):
+                if idx in self.dropped:
+                    continue
+                sent = [k for k in kws if k in self.vocab] + self.query_terms.get((src, qid), [])
+                if sent:
+                    yield sent
+
+
+def _term(wn, token: str) -> str:
+    forms = wn._morphy(token, "n")
+    return min(forms, key=len) if forms else token
+
+
+def query_terms(release: Release, wn, extractor_tokenize) -> dict[tuple[str, int], list[str]]:
+    """(source, query id) -> lower-case noun lemmas of the query's words."""
+    out = {}
+    for source, queries in release.queries.items():
+        for qid, text in queries.items():
+            out[(source, qid)] = [_term(wn, t.lower()) for t in extractor_tokenize(text)]
+    return out
+
+
+def find_duplicates(release: Release, parts: list[Path], problems: Problems) -> np.ndarray:
+    frames = [pq.read_table(p / "extract.parquet", columns=["index", "key"]).to_pandas() for p in parts]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"index": [], "key": []})
+    dup_mask = df.duplicated("key", keep="first")
+    if dup_mask.any():
+        first = df[~dup_mask].set_index("key")["index"]
+        for idx, key in df.loc[dup_mask, ["index", "key"]].itertuples(index=False):
+            seg, line = release.locate(int(idx))
+            problems.add("duplicate_image", str(seg.filelist), line,
+                         f"{key} is listed again (first at train-list index {int(first[key])}); dropped")
+    return np.sort(df.loc[dup_mask, "index"].to_numpy(dtype=np.int64))
+
+
+def build_vocabulary(root: str | Path, out: str | Path, cfg: TextMiningConfig) -> dict:
+    layout = Layout(out)
+    dest = layout.vocabulary_dir
+    if dest.exists():
+        log.info("vocabulary already done (%s)", dest)
+        return json.loads((dest / "report.json").read_text())
+    layout.check_config(cfg)
+    num_parts, parts = layout.require_all("count", "the vocabulary step")
+    layout.prepare()
+    t0 = time.perf_counter()
+    timings = {}
+    release = Release(root, cfg.reader)
+    wn = load_wordnet(cfg.wordnet.nltk_data)
+    problems = Problems(cfg.reader.on_error)
+
+    dup_idx = find_duplicates(release, parts, problems)
+    dropped = set(dup_idx.tolist())
+    n_images = sum(json.loads((p / "report.json").read_text())["images"] for p in parts) - len(dup_idx)
+
+    counts = pd.concat([pq.read_table(p / "counts.parquet").to_pandas() for p in parts], ignore_index=True)
+    counts = counts.groupby("keyword", as_index=False, sort=True)[["count", "df"]].sum()
+    if len(dup_idx):  # remove the dropped copies' contribution
+        sub = {}
+        for batch in _extract_batches(parts, ["index", "keywords", "keyword_counts"]):
+            d = batch.to_pydict()
+            for idx, kws, cnts in zip(d["index"], d["keywords"], d["keyword_counts"]):
+                if idx in dropped:
+                    for k, c in zip(kws, cnts):
+                        a = sub.setdefault(k, [0, 0])
+                        a[0] += c
+                        a[1] += 1
+        if sub:
+            s = pd.DataFrame([(k, v[0], v[1]) for k, v in sub.items()], columns=["keyword", "c", "d"])
+            counts = counts.merge(s, on="keyword", how="left").fillna({"c": 0, "d": 0})
+            counts["count"] -= counts.pop("c").astype(np.int64)
+            counts["df"] -= counts.pop("d").astype(np.int64)
+            counts = counts[counts["df"] > 0]
+    vocab, vocab_stats = filter_vocabulary(counts, n_images, cfg.vocabulary)
+    words = vocab["keyword"].tolist()
+    timings["vocabulary"] = time.perf_counter() - t0
+
+    classes = pd.DataFrame({
+        "class_id": np.arange(len(release.classes), dtype=np.int32),
+        "wnid": [c.wnid for c in release.classes],
+        "name": [c.name for c in release.classes],
+        "words": [list(c.words) for c in release.classes],
+    })
+
+    # word vectors
+    t = time.perf_counter()
+    from .keywords import tokenize
+    qterms = query_terms(release, wn, tokenize)
+    kv = train_word2vec(_Sentences(parts, set(words), qterms, dropped), cfg.word2vec)
+    timings["word2vec"] = time.perf_counter() - t
+
+    # keyword x class and class x class tables
+    t = time.perf_counter()
+    class_syn = [synset_from_wnid(wn, c.wnid) for c in release.classes]
+    tax = Taxonomy(wn)
+    sim = ClassSimilarity(tax, class_syn, cfg.weights.measure)
+    class_term_lists = []
+    for c in release.classes:
+        terms = [_term(wn, t.lower()) for w in c.words for t in tokenize(w)]
+        for (source, qid), qt in qterms.items():
+            if release.query_class.get(qid) == c.class_id:
+                terms += qt
+        class_term_lists.append(list(dict.fromkeys(terms)))
+    class_vecs = np.zeros((len(class_syn), kv.vector_size), dtype=np.float32)
+    for ci, terms in enumerate(class_term_lists):
+        class_vecs[ci] = word_matrix(kv, terms).sum(axis=0)
+    class_vecs = normalise_rows(class_vecs)
+    kw_vecs = word_matrix(kv, words)
+    mix = cfg.weights.wordnet_mix
+    table_ids, table_scores = [], []
+    chunk = 512
+    for lo in range(0, len(words), chunk):
+        block = words[lo: lo + chunk]
+        wn_rows = np.stack([sim.word_row(wn.synsets(w, "n")[: cfg.weights.max_senses]) for w in block]) \
+            if block else np.zeros((0, len(class_syn)), np.float32)
+        vec_rows = np.clip(kw_vecs[lo: lo + chunk] @ class_vecs.T, 0.0, 1.0)
+        ids, scores = top_k_rows(mix * wn_rows + (1.0 - mix) * vec_rows, cfg.weights.table_top_k)
+        table_ids += ids
+        table_scores += scores
+    nb_ids, nb_scores = top_k_rows(sim.rows(class_syn), cfg.weights.query_top_k)
+    timings["similarity_tables"] = time.perf_counter() - t
+
+    # KNN reference set
+    t = time.perf_counter()
+    vocab_index = dict(zip(words, range(len(words))))
+    cand_idx, cand_cls, cand_ids = [], [], []
+    for batch in _extract_batches(parts, ["index", "class_id", "keywords"]):
+        d = batch.to_pydict()
+        for idx, cls, kws in zip(d["index"], d["class_id"], d["keywords"]):
+            if idx in dropped:
+                continue
+            ids = [vocab_index[k] for k in kws if k in vocab_index]
+            if ids:
+                cand_idx.append(idx)
+                cand_cls.append(cls)
+                cand_ids.append(ids)
+    rng = np.random.default_rng(cfg.weights.seed)
+    n_ref = min(cfg.weights.knn_reference, len(cand_idx))
+    pick = np.sort(rng.choice(len(cand_idx), size=n_ref, replace=False)) if n_ref else np.zeros(0, np.int64)
+    ref_emb = mean_embeddings([cand_ids[i] for i in pick], kw_vecs)
+    ref_index = np.asarray(cand_idx, dtype=np.int64)[pick] if n_ref else np.zeros(0, np.int64)
+    ref_class = np.asarray(cand_cls, dtype=np.int32)[pick] if n_ref else np.zeros(0, np.int32)
+    timings["knn_reference"] = time.perf_counter() - t
+
+    tagger = json.loads((parts[0] / "report.json").read_text())["tagger"]
+    report = {
+        "num_parts": num_parts, "images": int(n_images), "duplicates": int(len(dup_idx)),
+        "tagger": tagger, **vocab_stats, "word2vec_words": len(kv),
+        "knn_reference": int(n_ref), "problems": problems.to_dict(),
+        "seconds": {k: round(v, 3) for k, v in timings.items()},
+    }
+    report["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+    meta = {"tagger": tagger, "release": release.version}
+    with atomic_dir(dest) as tmp:
+        pq.write_table(pa.Table.from_pandas(vocab, schema=schema.with_metadata(schema.VOCABULARY, **meta),
+                                            preserve_index=False), tmp / schema.VOCABULARY_FILE)
+        pq.write_table(pa.Table.from_pandas(classes, schema=schema.with_metadata(schema.CLASSES, **meta),
+                                            preserve_index=False), tmp / schema.CLASSES_FILE)
+        pq.write_table(pa.table({"keyword_id": np.arange(len(words), dtype=np.int32),
+                                 "class_ids": table_ids, "scores": table_scores},
+                                schema=schema.with_metadata(schema.KEYWORD_CLASSES, **meta,
+                                                            measure=cfg.weights.measure)),
+                       tmp / schema.KEYWORD_CLASSES_FILE)
+        pq.write_table(pa.table({"class_id": np.arange(len(class_syn), dtype=np.int32),
+                                 "class_ids": nb_ids, "scores": nb_scores}, schema=NEIGHBOURS_SCHEMA),
+                       tmp / "class_neighbours.parquet")
+        pq.write_table(pa.table({"index": dup_idx}), tmp / "duplicates.parquet")
+        kv.save(str(tmp / "word2vec.kv"))
+        np.savez(tmp / "knn_reference.npz", embeddings=ref_emb, index=ref_index, class_id=ref_class)
+        (tmp / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    log.info("vocabulary: %d keywords (of %d distinct), %d duplicates dropped, %.1fs",
+             len(words), vocab_stats["distinct_keywords"], len(dup_idx), report["seconds"]["total"])
+    return report

@@ -1,0 +1,98 @@
+"""LW-Set label weights of a batch of images (shared/docs/methods.md section 3).
+
+For image i with vocabulary keywords K_i, query class q_i and text embedding e_i:
+- text:  T_ic = (1/|K_i|) sum_{k in K_i} S_kc, S the sparse keyword x class table (top-k per
+  keyword of WordNet and word-vector similarity), built once for the vocabulary;
+- query: Q_ic = N_{q_i c}, N the class x class WordNet table (top-k neighbours, N_cc = 1);
+- KNN:   K_ic = share of the image's knn_k nearest reference images (cosine of e) labelled c;
+- score: s_ic = text T_ic + query Q_ic + knn K_ic; keep the top_k classes and set
+  ``w_ic = s_ic^power / sum_c' s_ic'^power`` (sum 1; power > 1 sharpens the flat similarity scale).
+Images without vocabulary keywords get T = K = 0, i.e. their query's neighbourhood.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from .config import WeightsConfig
+from .embed import mean_embeddings
+
+
+def csr_from_lists(ids: list, scores: list, n_cols: int) -> sp.csr_matrix:
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    cols = np.concatenate([np.asarray(x, dtype=np.int64) for x in ids]) if len(ids) and lengths.sum() else np.zeros(0, np.int64)
+    vals = np.concatenate([np.asarray(x, dtype=np.float64) for x in scores]) if len(ids) and lengths.sum() else np.zeros(0)
+    return sp.csr_matrix((vals, cols, indptr), shape=(len(ids), n_cols))
+
+
+class LabelWeighter:
+    def __init__(self, cfg: WeightsConfig, keyword_table: sp.csr_matrix, neighbours: sp.csr_matrix,
+                 keyword_vectors: np.ndarray, ref_embeddings: np.ndarray, ref_index: np.ndarray,
+                 ref_class: np.ndarray):
+        self.cfg = cfg
+        self.table = keyword_table            # V x C
+        self.neighbours = neighbours          # C x C
+        self.kw_vecs = keyword_vectors        # V x d, unit rows
+        self.ref = ref_embeddings.astype(np.float32)
+        self.ref_index = ref_index
+        self.ref_class = ref_class
+        self.n_classes = neighbours.shape[0]
+
+    def text_scores(self, keyword_ids: list) -> sp.csr_matrix:
+        lengths = np.fromiter((len(x) for x in keyword_ids), dtype=np.int64, count=len(keyword_ids))
+        inv = np.divide(1.0, lengths, out=np.zeros(len(lengths)), where=lengths > 0)
+        x = csr_from_lists(keyword_ids, [np.full(n, w) for n, w in zip(lengths, inv)], self.table.shape[0])
+        return (x @ self.table).tocsr()
+
+    def knn_scores(self, keyword_ids: list, image_index: np.ndarray, block: int = 2048) -> sp.csr_matrix:
+        n, k = len(keyword_ids), self.cfg.knn_k
+        if k == 0 or len(self.ref) == 0:
+            return sp.csr_matrix((n, self.n_classes))
+        emb = mean_embeddings(keyword_ids, self.kw_vecs)
+        has = np.fromiter((len(x) > 0 for x in keyword_ids), dtype=bool, count=n)
+        k = min(k, len(self.ref) - 1) if len(self.ref) > 1 else 1
+        rows, cols = [], []
+        for lo in range(0, n, block):
+            sims = emb[lo: lo + block] @ self.ref.T
+            # an image never counts itself as its own neighbour
+            self_hit = image_index[lo: lo + block, None] == self.ref_index[None, :]
+            sims[self_hit] = -np.inf
+            # round away BLAS blocking noise so results do not depend on how images are batched
+            sims = np.round(sims, 5)
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            for r in range(top.shape[0]):
+                if has[lo + r]:
+                    rows.append(np.full(k, lo + r))
+                    cols.append(self.ref_class[top[r]])
+        if not rows:
+            return sp.csr_matrix((n, self.n_classes))
+        r = np.concatenate(rows)
+        c = np.concatenate(cols).astype(np.int64)
+        return sp.csr_matrix((np.full(len(r), 1.0 / k), (r, c)), shape=(n, self.n_classes))
+
+    def weights(self, keyword_ids: list, class_ids: np.ndarray, image_index: np.ndarray):
+        """Per image: (class ids, weights), weight-descending, weights sum to 1."""
+        cfg = self.cfg
+        score = cfg.query * self.neighbours[np.asarray(class_ids, dtype=np.int64)]
+        if cfg.text:
+            score = score + cfg.text * self.text_scores(keyword_ids)
+        if cfg.knn:
+            score = score + cfg.knn * self.knn_scores(keyword_ids, np.asarray(image_index))
+        score = sp.csr_matrix(score)
+        score.sum_duplicates()
+        out_ids, out_w = [], []
+        for r in range(score.shape[0]):
+            lo, hi = score.indptr[r], score.indptr[r + 1]
+            cols, vals = score.indices[lo:hi], score.data[lo:hi]
+            keep = vals > 0
+            cols, vals = cols[keep], vals[keep]
+            order = np.lexsort((cols, -np.round(vals, 9)))[: cfg.top_k]
+            cols, vals = cols[order], vals[order] ** cfg.power
+            if len(vals) == 0:  # no signal at all (query weight 0 and no text): the noisy label
+                cols, vals = np.asarray([class_ids[r]]), np.asarray([1.0])
+            w = (vals / vals.sum()).astype(np.float32)
+            w /= w.sum(dtype=np.float64)
+            out_ids.append(cols.astype(np.int32))
+            out_w.append(w.astype(np.float32))
+        return out_ids, out_w
