@@ -11,7 +11,7 @@ class ReaderConfig:
     meta_root: Optional[str] = None       # where the per-query JSON lives; None: detect under the root
     images_root: Optional[str] = None     # where train images live; None: the release root
     sources: list[str] = field(default_factory=lambda: ["google", "flickr"])
-    check_images: Literal["auto", "always", "never"] = "auto"  # auto: when the image folders exist
+    check_images: Literal["auto", "always", "never"] = "auto"  # auto: if the first listed images exist
     on_error: Literal["skip", "fail"] = "skip"  # skip: count bad input in the report; fail: stop
 
 

@@ -10,6 +10,7 @@ A part is done when its folder exists: it is written under a hidden name and ren
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -77,7 +78,9 @@ class Layout:
 
     def check_config(self, cfg: TextMiningConfig) -> None:
         """The first step records the config; later steps must use the same one."""
-        text = dump_config(cfg)
+        # on_error does not change what a finished part holds (a part that met bad input under
+        # "fail" wrote nothing), so parts may be rerun with the other setting
+        text = dump_config(dataclasses.replace(cfg, reader=dataclasses.replace(cfg.reader, on_error="skip")))
         path = self.work / "config.yaml"
         self.work.mkdir(parents=True, exist_ok=True)
         if not path.exists():

@@ -136,6 +136,7 @@ class Release:
         self.total = sum(s.lines for s in self.segments)
         self.images_root = Path(self.cfg.images_root) if self.cfg.images_root else self.root
         self._json_resolver = None
+        self._bad_json: set[Path] = set()
         self._check_images = self._want_image_check()
         log.info("WebVision %s layout at %s: %d classes, %d queries, %d train list lines; "
                  "query map is %d-based", self.version, self.root, len(self.classes),
@@ -225,9 +226,16 @@ class Release:
 
     def _want_image_check(self) -> bool:
         mode = self.cfg.check_images
-        if mode == "auto":
-            return any((self.images_root / s).is_dir() for s in SOURCES)
-        return mode == "always"
+        if mode != "auto":
+            return mode == "always"
+        # auto: check when images are there at all (releases may ship them as tars elsewhere)
+        with open(self.segments[0].filelist, encoding="utf-8", errors="replace") as fh:
+            sample = [line.split()[0] for line in itertools.islice(fh, 50) if line.split()]
+        present = any((self.images_root / p).is_file() for p in sample)
+        if not present:
+            log.info("no train images under %s: not checking that listed images exist "
+                     "(reader.check_images=always forces it)", self.images_root)
+        return present
 
     # ---- parts -------------------------------------------------------------------------------
     def part_range(self, part: int, num_parts: int) -> tuple[int, int]:
@@ -288,10 +296,12 @@ class Release:
             records = salvage_json_list(text)
             problems.add("bad_json", str(path), f"{exc.lineno}:{exc.colno}",
                          f"{exc.msg}; salvaged the {len(records)} complete records before it")
+            self._bad_json.add(path)
             return records
         if not isinstance(data, list):
             problems.add("bad_json", str(path), None,
                          f"top level is a {type(data).__name__}, not a list of records")
+            self._bad_json.add(path)
             return []
         return data
 
@@ -386,6 +396,8 @@ class Release:
         if records is None:
             return
         if row > len(records):
+            if json_path in self._bad_json:  # counted once as bad_json, with what was salvaged
+                return
             problems.add("row_out_of_range", str(seg.metalist), lineno,
                          f"row {row} of {json_path} but it has {len(records)} records")
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
 import sys
 import warnings
@@ -81,8 +82,18 @@ def install_wordnet(source: str | Path = DEBIAN_WORDNET, dest: str | Path | None
     return target
 
 
-@functools.lru_cache(maxsize=4)
 def load_wordnet(nltk_data: str | None = None):
+    """Return an NLTK ``WordNetCorpusReader`` for WordNet 3.0, one per process.
+
+    NLTK's reader seeks in open files; a reader inherited through fork() would share those file
+    offsets with its parent and siblings and read wrong records, so each process builds its own.
+    ``nltk_data``: an nltk_data folder to search first (config ``wordnet.nltk_data``); otherwise
+    NLTK's usual lookup (``NLTK_DATA``, ``~/nltk_data``, ``<sys.prefix>/nltk_data``, ...)."""
+    return _load_wordnet(nltk_data, os.getpid())
+
+
+@functools.lru_cache(maxsize=4)
+def _load_wordnet(nltk_data: str | None, pid: int):
     """Return an NLTK ``WordNetCorpusReader`` for WordNet 3.0.
 
     ``nltk_data``: an nltk_data folder to search first (config ``wordnet.nltk_data``); otherwise

@@ -68,7 +68,8 @@ def test_layout_v1(v1):
     assert sorted(p.name for p in (root / "google").glob("q*.json"))[0] == "q0001.json"
     assert not (root / "meta").exists()
     assert len(list((root / "val_images_256").glob("*.jpg"))) == s["val"] == 2 * s["classes"]
-    assert len(list((root / "test_images_256").glob("*.jpg"))) == s["test"] == ex.TEST_PER_CLASS * s["classes"]
+    n_test = len(list((root / "test_images_256").glob("*.jpg")))
+    assert n_test == s["test"] == ex.TEST_PER_CLASS * s["classes"]
 
 
 def test_layout_v2(v2):
@@ -92,7 +93,8 @@ def test_lists_are_consistent(which, request):
     version = s["version"]
     info = root / "info"
     base = 1 if version == "1.0" else 0
-    qmap = {int(a): int(b) - base for a, b in (line.split() for line in lines(info / "queries_synsets_map.txt"))}
+    pairs = [line.split() for line in lines(info / "queries_synsets_map.txt")]
+    qmap = {int(a): int(b) - base for a, b in pairs}
     referenced: dict[str, set[int]] = {}
     for source in ex.SOURCES:
         files = lines(info / f"train_filelist_{source}.txt")
@@ -122,7 +124,8 @@ def test_lists_are_consistent(which, request):
     assert unused > 0
     val = lines(info / "val_filelist.txt")
     assert [v.split()[0] for v in val] == [f"val{i:06d}.jpg" for i in range(1, len(val) + 1)]
-    assert sorted(int(v.split()[1]) for v in val) == sorted(list(range(s["classes"])) * SMALL["val_per_class"])
+    expected = sorted(list(range(s["classes"])) * SMALL["val_per_class"])
+    assert sorted(int(v.split()[1]) for v in val) == expected
     assert lines(info / "test_filelist.txt")[0] == "test000001.jpg"
     assert len(lines(info / "train_filelist_all.txt")) == s["classes"] * SMALL["images_per_class"]
 
@@ -174,7 +177,8 @@ def test_class_images_differ_between_classes(v1):
     for line in lines(root / "info" / "train_filelist_all.txt"):
         path, cid = line.split()
         with Image.open(root / path) as im:
-            means.setdefault(int(cid), []).append(np.asarray(im.convert("RGB"), dtype=float).mean(axis=(0, 1)))
+            pixels = np.asarray(im.convert("RGB"), dtype=float)
+        means.setdefault(int(cid), []).append(pixels.mean(axis=(0, 1)))
     centers = {c: np.median(v, axis=0) for c, v in means.items()}
     assert len({tuple(np.round(c / 8)) for c in centers.values()}) == len(centers)
 

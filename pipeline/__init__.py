@@ -1,0 +1,1 @@
+"""Shards and streaming: images + text-mining Parquet -> WebDataset shards -> training batches."""
