@@ -18,6 +18,18 @@ from .config import WeightsConfig
 from .embed import mean_embeddings
 
 
+def top_m(sims: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the positions and values of the m largest entries (in no particular order).
+    torch.topk when PyTorch is installed (~30x faster than numpy's argpartition on wide rows)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency of webtag
+        pos = np.argpartition(-sims, m - 1, axis=1)[:, :m]
+        return pos, np.take_along_axis(sims, pos, axis=1)
+    val, pos = torch.topk(torch.from_numpy(np.ascontiguousarray(sims)), m, dim=1)
+    return pos.numpy().astype(np.int64), val.numpy()
+
+
 def csr_from_lists(ids: list, scores: list, n_cols: int) -> sp.csr_matrix:
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     indptr = np.concatenate([[0], np.cumsum(lengths)])
@@ -45,26 +57,43 @@ class LabelWeighter:
         x = csr_from_lists(keyword_ids, [np.full(n, w) for n, w in zip(lengths, inv)], self.table.shape[0])
         return (x @ self.table).tocsr()
 
-    def knn_scores(self, keyword_ids: list, image_index: np.ndarray, block: int = 2048) -> sp.csr_matrix:
+    def knn_scores(self, keyword_ids: list, image_index: np.ndarray, block: int = 1024) -> sp.csr_matrix:
+        """Class histogram of each image's knn_k nearest reference images (cosine of mean word
+        vectors), never counting the image itself. Neighbours depend only on the keyword set, so
+        they are searched once per distinct set in the batch."""
         n, k = len(keyword_ids), self.cfg.knn_k
-        if k == 0 or len(self.ref) == 0:
+        n_ref = len(self.ref)
+        if k == 0 or n_ref == 0:
             return sp.csr_matrix((n, self.n_classes))
-        emb = mean_embeddings(keyword_ids, self.kw_vecs)
-        has = np.fromiter((len(x) > 0 for x in keyword_ids), dtype=bool, count=n)
-        k = min(k, len(self.ref) - 1) if len(self.ref) > 1 else 1
-        rows, cols = [], []
-        for lo in range(0, n, block):
+        k = min(k, max(1, n_ref - 1))
+        sets: dict[tuple, int] = {}
+        inv = np.fromiter((sets.setdefault(tuple(sorted(x)), len(sets)) for x in keyword_ids),
+                          dtype=np.int64, count=n)
+        emb = mean_embeddings([list(key) for key in sets], self.kw_vecs)
+        m = min(n_ref, k + 1 + 8)   # candidates: k, the image itself, and a margin for ties
+        cand_pos = np.empty((len(sets), m), dtype=np.int64)
+        cand_sim = np.empty((len(sets), m), dtype=np.float32)
+        for lo in range(0, len(sets), block):
             sims = emb[lo: lo + block] @ self.ref.T
-            # an image never counts itself as its own neighbour
-            self_hit = image_index[lo: lo + block, None] == self.ref_index[None, :]
-            sims[self_hit] = -np.inf
-            # round away BLAS blocking noise so results do not depend on how images are batched
-            sims = np.round(sims, 5)
-            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-            for r in range(top.shape[0]):
-                if has[lo + r]:
-                    rows.append(np.full(k, lo + r))
-                    cols.append(self.ref_class[top[r]])
+            pos, val = top_m(sims, m)
+            cand_pos[lo: lo + len(pos)], cand_sim[lo: lo + len(pos)] = pos, val
+        # round away BLAS blocking noise, then break ties by reference position: the result does
+        # not depend on how images are batched into parts
+        cand_sim = np.round(cand_sim, 5)
+        own = np.searchsorted(self.ref_index, image_index)
+        own_hit = (own < n_ref) & (self.ref_index[np.minimum(own, n_ref - 1)] == image_index)
+        rows, cols = [], []
+        for i in range(n):
+            if not keyword_ids[i]:
+                continue
+            u = inv[i]
+            pos, sim = cand_pos[u], cand_sim[u]
+            if own_hit[i]:
+                keep = pos != own[i]
+                pos, sim = pos[keep], sim[keep]
+            chosen = pos[np.lexsort((pos, -sim))[:k]]
+            rows.append(np.full(len(chosen), i))
+            cols.append(self.ref_class[chosen])
         if not rows:
             return sp.csr_matrix((n, self.n_classes))
         r = np.concatenate(rows)
