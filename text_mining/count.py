@@ -48,10 +48,10 @@ def progress(iterable, total: int, desc: str, enabled: bool = True):
 def count_part(root: str | Path, out: str | Path, cfg: TextMiningConfig, part: int, num_parts: int,
                show_progress: bool = True) -> dict:
     layout = Layout(out)
+    done = layout.finished_part("count", part, num_parts)
+    if done is not None:
+        return done
     dest = layout.part_dir("count", part, num_parts)
-    if dest.exists():
-        log.info("count part %d/%d already done (%s)", part, num_parts, dest)
-        return json.loads((dest / "report.json").read_text())
     layout.check_config(cfg)
     layout.prepare("count")
     t0 = time.perf_counter()

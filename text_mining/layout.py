@@ -11,6 +11,8 @@ A part is done when its folder exists: it is written under a hidden name and ren
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import re
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from webtag.config import dump_config
 
 from .config import TextMiningConfig
 
+log = logging.getLogger(__name__)
 PART_RE = re.compile(r"^part-(\d{5})-of-(\d{5})$")
 
 
@@ -33,6 +36,14 @@ class Layout:
 
     def part_dir(self, step: str, part: int, num_parts: int) -> Path:
         return self.work / step / f"part-{part:05d}-of-{num_parts:05d}"
+
+    def finished_part(self, step: str, part: int, num_parts: int) -> dict | None:
+        """The report of a finished part (rerunning it is a no-op), or None."""
+        dest = self.part_dir(step, part, num_parts)
+        if not dest.exists():
+            return None
+        log.info("%s part %d/%d already done (%s)", step, part, num_parts, dest)
+        return json.loads((dest / "report.json").read_text())
 
     @property
     def vocabulary_dir(self) -> Path:

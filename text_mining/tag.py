@@ -48,10 +48,10 @@ def load_weighter(vocab_dir: Path, cfg: TextMiningConfig) -> tuple[dict, LabelWe
 
 def tag_part(root: str | Path, out: str | Path, cfg: TextMiningConfig, part: int, num_parts: int) -> dict:
     layout = Layout(out)
+    done = layout.finished_part("tag", part, num_parts)
+    if done is not None:
+        return done
     dest = layout.part_dir("tag", part, num_parts)
-    if dest.exists():
-        log.info("tag part %d/%d already done (%s)", part, num_parts, dest)
-        return json.loads((dest / "report.json").read_text())
     layout.check_config(cfg)
     n_count, _ = layout.require_all("count", "tagging")
     if n_count != num_parts:

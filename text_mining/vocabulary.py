@@ -29,6 +29,7 @@ from webtag.atomic import atomic_dir
 from . import schema
 from .config import TextMiningConfig, VocabularyConfig
 from .embed import mean_embeddings, normalise_rows, train_word2vec, word_matrix
+from .keywords import tokenize
 from .layout import Layout
 from .problems import Problems
 from .similarity import ClassSimilarity, Taxonomy, top_k_rows
@@ -173,7 +174,6 @@ def build_vocabulary(root: str | Path, out: str | Path, cfg: TextMiningConfig) -
 
     # word vectors
     t = time.perf_counter()
-    from .keywords import tokenize
     qterms = query_terms(release, wn, tokenize)
     kv = train_word2vec(_Sentences(parts, set(words), qterms, dropped), cfg.word2vec)
     timings["word2vec"] = time.perf_counter() - t
@@ -183,13 +183,12 @@ def build_vocabulary(root: str | Path, out: str | Path, cfg: TextMiningConfig) -
     class_syn = [synset_from_wnid(wn, c.wnid) for c in release.classes]
     tax = Taxonomy(wn)
     sim = ClassSimilarity(tax, class_syn, cfg.weights.measure)
-    class_term_lists = []
-    for c in release.classes:
-        terms = [_term(wn, t.lower()) for w in c.words for t in tokenize(w)]
-        for (source, qid), qt in qterms.items():
-            if release.query_class.get(qid) == c.class_id:
-                terms += qt
-        class_term_lists.append(list(dict.fromkeys(terms)))
+    # a class's words: its synset words and the words of its queries
+    class_terms = [[_term(wn, t.lower()) for w in c.words for t in tokenize(w)] for c in release.classes]
+    for (_source, qid), qt in sorted(qterms.items()):
+        if qid in release.query_class:
+            class_terms[release.query_class[qid]] += qt
+    class_term_lists = [list(dict.fromkeys(terms)) for terms in class_terms]
     class_vecs = np.zeros((len(class_syn), kv.vector_size), dtype=np.float32)
     for ci, terms in enumerate(class_term_lists):
         class_vecs[ci] = word_matrix(kv, terms).sum(axis=0)

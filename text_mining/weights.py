@@ -46,9 +46,10 @@ class LabelWeighter:
         self.table = keyword_table            # V x C
         self.neighbours = neighbours          # C x C
         self.kw_vecs = keyword_vectors        # V x d, unit rows
-        self.ref = ref_embeddings.astype(np.float32)
-        self.ref_index = ref_index
-        self.ref_class = ref_class
+        order = np.argsort(ref_index, kind="stable")  # sorted, for the self-exclusion lookup
+        self.ref = np.ascontiguousarray(ref_embeddings[order], dtype=np.float32)
+        self.ref_index = ref_index[order]
+        self.ref_class = ref_class[order]
         self.n_classes = neighbours.shape[0]
 
     def text_scores(self, keyword_ids: list) -> sp.csr_matrix:
