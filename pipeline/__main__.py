@@ -1,11 +1,14 @@
 """Command line of the pipeline stage: ``python -m pipeline <command> ...``.
 
 Commands:
-  example   write a small generated dataset in WebVision's release format
+  example       write a small generated dataset in WebVision's release format
+  shard         pack images and their text-mining labels into WebDataset shards
+  shard-merge   the reduce step of a sharding run split into parts (Slurm)
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from webtag.logs import setup_logging
@@ -39,7 +42,53 @@ def build_parser() -> argparse.ArgumentParser:
                          help="validation images per class (default 3)")
     example.add_argument("--no-images", dest="images", action="store_false",
                          help="write lists and metadata only, no image files")
+    shard = commands.add_parser(
+        "shard", help="pack images with their labels into WebDataset tar shards",
+        description="Pack the training images (with the text-mining labels) and the validation "
+                    "images into WebDataset shards, with manifest.parquet and sizes.json per split. "
+                    "Without --part: every part on this machine, then the merge.")
+    shard.add_argument("--webvision", required=True, metavar="ROOT", help="WebVision release root")
+    shard.add_argument("--labels", metavar="DIR", help="text-mining output folder (images.parquet)")
+    shard.add_argument("--out", required=True, metavar="SHARDS", help="output folder")
+    shard.add_argument("--split", choices=["train", "val", "all"], default="all")
+    shard.add_argument("--config", help="YAML config (configs/pipeline/shard.yaml)")
+    shard.add_argument("--max-size", help="bytes of image data per shard, e.g. 1GB, 500MB")
+    shard.add_argument("--max-count", type=int, help="samples per shard")
+    shard.add_argument("--resize-shorter", type=int, metavar="S", help="re-encode to shorter side S")
+    shard.add_argument("--on-error", choices=["skip", "fail"])
+    shard.add_argument("--images-root", help="where the release's images are (default: ROOT)")
+    shard.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    shard.add_argument("--part", type=int, help="write only this part (default $SLURM_ARRAY_TASK_ID with --num-parts)")
+    shard.add_argument("--num-parts", type=int)
+    shard.add_argument("overrides", nargs="*", metavar="key=value")
+
+    merge = commands.add_parser("shard-merge", help="manifest, sizes.json and report of finished parts")
+    merge.add_argument("--out", required=True, metavar="SHARDS")
+    merge.add_argument("--split", choices=["train", "val", "all"], default="all")
     return parser
+
+
+def _shard(args) -> int:
+    from pipeline.shards import ShardConfig, merge_split, parse_size, shard_all, split_samples, write_part
+    from webtag.config import load_config
+
+    cfg = load_config(ShardConfig, args.config, args.overrides, defaults={
+        "max_size": parse_size(args.max_size) if args.max_size else None,
+        "max_count": args.max_count, "resize_shorter": args.resize_shorter, "on_error": args.on_error})
+    splits = ["train", "val"] if args.split == "all" else [args.split]
+    part = args.part
+    if part is None and args.num_parts and os.environ.get("SLURM_ARRAY_TASK_ID") is not None:
+        part = int(os.environ["SLURM_ARRAY_TASK_ID"])
+    if part is None:
+        shard_all(args.webvision, args.labels, args.out, cfg, splits, args.workers, args.num_parts,
+                  args.images_root)
+        return 0
+    if not args.num_parts:
+        raise ValueError("--part needs --num-parts")
+    for split in splits:
+        samples = split_samples(split, args.webvision, args.labels)
+        write_part(split, samples, args.webvision, args.out, cfg, part, args.num_parts, args.images_root)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +110,20 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['test']} test, {s['json_files']} json files"
               + ("" if args.images else ", no image files"))
         return 0
+    if args.command in ("shard", "shard-merge"):
+        from pipeline.shards import merge_split
+        from webtag.config import ConfigError
+        from webtag.problems import InputError
+
+        try:
+            if args.command == "shard":
+                return _shard(args)
+            for split in (["train", "val"] if args.split == "all" else [args.split]):
+                merge_split(args.out, split)
+            return 0
+        except (ConfigError, InputError, ValueError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     parser.error(f"unknown command {args.command}")
     return 2
 

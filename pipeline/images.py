@@ -1,0 +1,62 @@
+"""Checking and (optionally) shrinking JPEGs before they go into shards."""
+from __future__ import annotations
+
+import io
+import warnings
+
+from PIL import Image
+
+JPEG_SOI = b"\xff\xd8\xff"
+JPEG_EOI = b"\xff\xd9"
+
+
+class BadImage(ValueError):
+    """An image that must not go into a shard; ``kind`` names the reason for the report."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def check_jpeg(data: bytes) -> tuple[int, int]:
+    """Raise BadImage unless ``data`` is a complete, decodable JPEG; return its (width, height).
+
+    Decodes at 1/8 scale (libjpeg DCT scaling via ``draft``): every entropy-coded byte is still
+    read, so truncation and corruption are caught at a fraction of a full decode's cost."""
+    if not data:
+        raise BadImage("empty_image", "file is empty")
+    if not data.startswith(JPEG_SOI):
+        kind = "not_jpeg"
+        head = data[:12]
+        what = ("PNG" if head.startswith(b"\x89PNG") else "GIF" if head.startswith(b"GIF8")
+                else "WebP" if head[8:12] == b"WEBP" else "HTML" if head.lstrip()[:1] == b"<" else "unknown")
+        raise BadImage(kind, f"not a JPEG ({what} data)")
+    if JPEG_EOI not in data[-64:]:
+        raise BadImage("truncated_image", "JPEG end marker missing (truncated file)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # PIL warns, not raises, on some corrupt data
+            img = Image.open(io.BytesIO(data))
+            size = img.size
+            img.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+            img.load()
+    except BadImage:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types on corrupt data
+        raise BadImage("bad_image", f"cannot decode: {exc}") from None
+    return size
+
+
+def resize_shorter(data: bytes, shorter: int, quality: int = 90) -> bytes:
+    """Re-encode so the shorter side is ``shorter`` pixels; smaller images are kept as they are."""
+    img = Image.open(io.BytesIO(data))
+    w, h = img.size
+    if min(w, h) <= shorter:
+        return data
+    scale = shorter / min(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    img.draft("RGB", size)   # let libjpeg shrink by a power of two first
+    img = img.convert("RGB").resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=quality, optimize=False)
+    return out.getvalue()

@@ -1,0 +1,289 @@
+"""Shard writer: training (and validation) images with their labels -> WebDataset tar shards.
+
+One part writes the samples of a contiguous slice of the split's sample list into shards named
+``<split>-<part>-<n>.tar``. Each shard is written under a hidden name and renamed when closed, so a
+visible shard is always complete; the part's manifest (``_parts/part-I-of-N.parquet``) and report
+(``part-I-of-N.json``, written last) mark it done, and rerunning a done part is a no-op. ``merge``
+then writes the split's ``manifest.parquet``, ``sizes.json`` and ``report.json``. Images that are
+missing, empty, truncated or not JPEG are skipped and counted (or stop the part with
+``on_error="fail"``): a shard never holds a broken sample.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import webdataset as wds
+
+from text_mining import schema as tm_schema
+from webtag.atomic import atomic_file, remove_stale_tmp, write_text_atomic
+from webtag.problems import Problems
+
+from . import schema
+from .images import BadImage, check_jpeg, resize_shorter
+
+log = logging.getLogger(__name__)
+
+SHARD_KINDS = {
+    "missing_image": "image file not found (skipped)",
+    "empty_image": "image file of 0 bytes (skipped)",
+    "truncated_image": "JPEG without its end marker (skipped)",
+    "not_jpeg": "file is not a JPEG: PNG, GIF, HTML error page, ... (skipped)",
+    "bad_image": "JPEG that does not decode (skipped)",
+}
+PART_RE = re.compile(r"^part-(\d{5})-of-(\d{5})\.json$")
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str | int) -> int:
+    """'1GB', '500MB', '64KiB', 1000 -> bytes (decimal units; KiB/MiB/GiB binary)."""
+    if isinstance(text, int):
+        return text
+    m = _SIZE_RE.match(str(text))
+    if not m:
+        raise ValueError(f"cannot read {text!r} as a size (e.g. 1GB, 500MB)")
+    unit = (m.group(2) or "").lower()
+    base = 1024 if "i" in unit else 1000
+    power = {"": 0, "b": 0, "k": 1, "m": 2, "g": 3, "t": 4}[unit[:1] if unit else ""]
+    return int(float(m.group(1)) * base ** power)
+
+
+@dataclass
+class ShardConfig:
+    max_size: int = 1_000_000_000       # bytes of sample data per shard
+    max_count: int = 10_000             # samples per shard
+    resize_shorter: int | None = None   # re-encode images whose shorter side is larger
+    quality: int = 90                   # JPEG quality when re-encoding
+    on_error: Literal["skip", "fail"] = "skip"
+
+
+def train_samples(labels_dir: str | Path) -> pa.Table:
+    """The training samples: the text-mining images table (schema from text_mining.schema)."""
+    t = tm_schema.read_table(Path(labels_dir) / tm_schema.IMAGES_FILE, tm_schema.IMAGES)
+    return t.select(["index", "key", "path", "source", "class_id", "keyword_ids", "label_ids", "label_weights"])
+
+
+def val_samples(root: str | Path) -> pa.Table:
+    """The validation samples of a release: info/val_filelist.txt, images in val_images_256/
+    (the resized release) or val_images/."""
+    root = Path(root)
+    listing = root / "info" / "val_filelist.txt"
+    folder = next((d for d in ("val_images_256", "val_images") if (root / d).is_dir()), "val_images_256")
+    idx, keys, paths, classes = [], [], [], []
+    for i, line in enumerate(listing.read_text(encoding="utf-8").splitlines()):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[1].isdigit():
+            raise ValueError(f"{listing}:{i + 1}: expected '<file name> <class id>', got {line!r}")
+        idx.append(i)
+        keys.append(parts[0].rsplit(".", 1)[0])
+        paths.append(f"{folder}/{parts[0]}")
+        classes.append(int(parts[1]))
+    n = len(idx)
+    return pa.table({
+        "index": pa.array(idx, pa.int64()), "key": keys, "path": paths, "source": ["val"] * n,
+        "class_id": pa.array(classes, pa.int32()),
+        "keyword_ids": pa.array([[] for _ in range(n)], pa.list_(pa.int32())),
+        "label_ids": pa.array([[c] for c in classes], pa.list_(pa.int32())),
+        "label_weights": pa.array([[1.0] for _ in range(n)], pa.list_(pa.float32())),
+    })
+
+
+def part_range(n: int, part: int, num_parts: int) -> tuple[int, int]:
+    if num_parts < 1 or not 0 <= part < num_parts:
+        raise ValueError(f"part {part} is not in 0..{num_parts - 1}")
+    return n * part // num_parts, n * (part + 1) // num_parts
+
+
+class _ShardSink:
+    """Rolls over tar shards by size and count; each appears under its final name only when closed."""
+
+    def __init__(self, folder: Path, prefix: str, max_size: int, max_count: int):
+        self.folder, self.prefix = folder, prefix
+        self.max_size, self.max_count = max_size, max_count
+        self.seq = -1
+        self.writer = self.tmp = self.name = None
+        self.count = self.size = 0
+        self.sizes: dict[str, int] = {}
+
+    def _open(self) -> None:
+        self.seq += 1
+        self.name = f"{self.prefix}-{self.seq:04d}.tar"
+        self.tmp = self.folder / f".{self.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.writer = wds.TarWriter(str(self.tmp), mtime=0.0)  # fixed mtime: reruns are byte-identical
+        self.count = self.size = 0
+
+    def close(self) -> None:
+        if self.writer is None:
+            return
+        self.writer.close()
+        with open(self.tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp, self.folder / self.name)
+        self.sizes[self.name] = self.count
+        self.writer = None
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.tmp.unlink(missing_ok=True)
+            self.writer = None
+
+    def write(self, sample: dict, nbytes: int) -> tuple[str, int]:
+        if self.writer is not None and (self.count >= self.max_count or
+                                        (self.count and self.size + nbytes > self.max_size)):
+            self.close()
+        if self.writer is None:
+            self._open()
+        self.writer.write(sample)
+        pos = self.count
+        self.count += 1
+        self.size += nbytes
+        return self.name, pos
+
+
+def write_part(split: str, samples: pa.Table, root: str | Path, out: str | Path, cfg: ShardConfig,
+               part: int, num_parts: int, images_root: str | Path | None = None) -> dict:
+    """Write the shards of one part of a split; a no-op when the part is already done."""
+    split_dir = Path(out) / split
+    parts_dir = split_dir / "_parts"
+    stem = f"part-{part:05d}-of-{num_parts:05d}"
+    report_path = parts_dir / f"{stem}.json"
+    if report_path.exists():
+        log.info("%s shard part %d/%d already done", split, part, num_parts)
+        return json.loads(report_path.read_text())
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(split_dir)
+    remove_stale_tmp(parts_dir)
+    t0 = time.perf_counter()
+    img_root = Path(images_root) if images_root else Path(root)
+    lo, hi = part_range(samples.num_rows, part, num_parts)
+    rows = samples.slice(lo, hi - lo).to_pylist()
+    problems = Problems(SHARD_KINDS, on_error=cfg.on_error)
+    sink = _ShardSink(split_dir, f"{split}-{part:05d}", cfg.max_size, cfg.max_count)
+    manifest = {name: [] for name in schema.MANIFEST.names}
+    n_resized = 0
+    try:
+        for row in rows:
+            path = img_root / row["path"]
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                problems.add("missing_image", str(path), None, f"sample {row['key']}: not found")
+                continue
+            try:
+                check_jpeg(data)
+            except BadImage as exc:
+                problems.add(exc.kind, str(path), None, f"sample {row['key']}: {exc}")
+                continue
+            if cfg.resize_shorter:
+                new = resize_shorter(data, cfg.resize_shorter, cfg.quality)
+                n_resized += new is not data
+                data = new
+            key = schema.sample_key(row["index"])
+            labels = {
+                "key": row["key"], "index": row["index"], "path": row["path"], "source": row["source"],
+                "class_id": row["class_id"], "keyword_ids": row["keyword_ids"],
+                "label_ids": row["label_ids"], "label_weights": [float(w) for w in row["label_weights"]],
+            }
+            shard, pos = sink.write({"__key__": key, schema.IMAGE_EXT: data,
+                                     schema.CLASS_EXT: str(row["class_id"]),
+                                     schema.LABELS_EXT: json.dumps(labels, separators=(",", ":"))},
+                                    len(data))
+            for name, value in (("shard", shard), ("position", pos), ("key", key), ("index", row["index"]),
+                                ("class_id", row["class_id"]), ("keyword_ids", row["keyword_ids"]),
+                                ("source", row["source"]), ("bytes", len(data))):
+                manifest[name].append(value)
+        sink.close()
+    except BaseException:
+        sink.abort()
+        raise
+    report = {"split": split, "part": part, "num_parts": num_parts, "start": lo, "end": hi,
+              "samples": len(manifest["key"]), "skipped": problems.total(), "resized": n_resized,
+              "shards": sink.sizes, "bytes": int(sum(manifest["bytes"])),
+              "problems": problems.to_dict(), "seconds": round(time.perf_counter() - t0, 3)}
+    with atomic_file(parts_dir / f"{stem}.parquet") as tmp:
+        pq.write_table(pa.table(manifest, schema=schema.MANIFEST), tmp)
+    write_text_atomic(report_path, json.dumps(report, indent=1))
+    log.info("%s part %d/%d: %d samples in %d shards, %d skipped, %.1fs", split, part, num_parts,
+             report["samples"], len(sink.sizes), report["skipped"], report["seconds"])
+    return report
+
+
+def merge_split(out: str | Path, split: str) -> dict:
+    """Manifest, sizes.json and report of a split whose parts are all done."""
+    split_dir = Path(out) / split
+    parts_dir = split_dir / "_parts"
+    found = sorted((int(m.group(1)), int(m.group(2)), p) for p in parts_dir.glob("part-*.json")
+                   if (m := PART_RE.match(p.name)))
+    if not found:
+        raise FileNotFoundError(f"no finished shard parts in {parts_dir}")
+    counts = {n for _, n, _ in found}
+    if len(counts) != 1:
+        raise ValueError(f"{parts_dir} holds parts of different part counts {sorted(counts)}")
+    n = counts.pop()
+    missing = sorted(set(range(n)) - {i for i, _, _ in found})
+    if missing:
+        raise ValueError(f"{split} shard parts {missing} of {n} are not finished in {parts_dir}")
+    reports = [json.loads(p.read_text()) for _, _, p in found]
+    tables = [pq.read_table(parts_dir / p.name.replace(".json", ".parquet")) for _, _, p in found]
+    sizes = {name: c for r in reports for name, c in r["shards"].items()}
+    problems = Problems(SHARD_KINDS)
+    for r in reports:
+        problems.merge(r["problems"])
+    with atomic_file(split_dir / schema.MANIFEST_FILE) as tmp:
+        pq.write_table(pa.concat_tables(tables), tmp)
+    write_text_atomic(split_dir / schema.SIZES_FILE, json.dumps(sizes, indent=1))
+    report = {"split": split, "num_parts": n, "samples": sum(r["samples"] for r in reports),
+              "shards": len(sizes), "bytes": sum(r["bytes"] for r in reports),
+              "resized": sum(r["resized"] for r in reports), "skipped": problems.total(),
+              "problems": problems.to_dict(), "seconds": sum(r["seconds"] for r in reports)}
+    write_text_atomic(split_dir / schema.REPORT_FILE, json.dumps(report, indent=1))
+    log.info("%s: %d samples in %d shards (%.1f MB), %d skipped", split, report["samples"],
+             report["shards"], report["bytes"] / 1e6, report["skipped"])
+    return report
+
+
+def split_samples(split: str, root: str | Path, labels_dir: str | Path | None) -> pa.Table:
+    if split == "train":
+        if labels_dir is None:
+            raise ValueError("--labels (the text-mining output folder) is needed for the train split")
+        return train_samples(labels_dir)
+    if split == "val":
+        return val_samples(root)
+    raise ValueError(f"unknown split {split!r} ({', '.join(schema.SPLITS)})")
+
+
+def shard_all(root: str | Path, labels_dir: str | Path | None, out: str | Path, cfg: ShardConfig,
+              splits=schema.SPLITS, workers: int = 1, num_parts: int | None = None,
+              images_root: str | Path | None = None) -> dict:
+    """Every part of every split on this machine (worker processes), then the merges."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    num_parts = num_parts or max(1, workers)
+    reports = {}
+    for split in splits:
+        samples = split_samples(split, root, labels_dir)
+        if workers <= 1:
+            for part in range(num_parts):
+                write_part(split, samples, root, out, cfg, part, num_parts, images_root)
+        else:
+            ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
+            with ProcessPoolExecutor(max_workers=min(workers, num_parts), mp_context=ctx) as pool:
+                futures = [pool.submit(write_part, split, samples, root, out, cfg, part, num_parts, images_root)
+                           for part in range(num_parts)]
+                for fut in futures:
+                    fut.result()
+        reports[split] = merge_split(out, split)
+    return reports
