@@ -1,4 +1,4 @@
-"""slurm/text_mining.sh on a real (local) Slurm cluster: array jobs with dependencies.
+"""slurm/text_mining.sh and slurm/shard.sh on a real (local) Slurm cluster: array jobs with dependencies.
 
 Needs a running cluster (scripts/local_slurm.sh start; .ci/run starts one); skipped otherwise."""
 import os
@@ -52,3 +52,24 @@ def test_slurm_array_pipeline_matches_local_run(example_v2, tmp_path):
     b = pq.read_table(out / schema.IMAGES_FILE)
     assert a.to_pydict() == b.to_pydict()
     assert schema.read_report(out)["num_parts"] == 3
+
+
+def test_slurm_shard_array(mined_v1, example_v1, tmp_path):
+    from pipeline import schema as shard_schema
+    from pipeline.shards import ShardConfig, shard_all
+
+    out = tmp_path / "shards"
+    env = dict(os.environ, PYTHON=sys.executable, PART_MEM="1G")
+    res = subprocess.run(["bash", str(REPO / "slurm" / "shard.sh"), str(example_v1), str(mined_v1), str(out),
+                          "2", "--max-size", "300KB"], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    deadline = time.time() + 600
+    while not all((out / s / shard_schema.REPORT_FILE).exists() for s in ("train", "val")):
+        assert time.time() < deadline, "".join(p.read_text() for p in (out / "_slurm-logs").glob("*.log"))
+        time.sleep(2)
+    local = tmp_path / "local"
+    shard_all(example_v1, mined_v1, local, ShardConfig(max_size=300_000), workers=1, num_parts=2)
+    for split in ("train", "val"):
+        assert shard_schema.read_sizes(out / split) == shard_schema.read_sizes(local / split)
+        for name in shard_schema.read_sizes(local / split):
+            assert (out / split / name).read_bytes() == (local / split / name).read_bytes()
