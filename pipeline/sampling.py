@@ -1,0 +1,57 @@
+"""Streaming samplers: per-sample repeat factors instead of random access.
+
+A sample with repeat factor r is emitted floor(r) times, plus once more with probability
+r - floor(r) (stochastic rounding, as in repeat-factor sampling, Gupta et al., LVIS 2019). In a
+stream over every sample, class c then appears n_c * r_c times in expectation, so
+
+- ``instance``: r = 1 (each sample once);
+- ``class``: r_c = N / (C n_c): every class equally likely (N samples, C classes, n_c of class c);
+- ``sqrt``: r_c = N sqrt(n_c) / (n_c sum_c' sqrt(n_c')): class probability proportional to the
+  square root of its frequency (Mahajan et al. 2018);
+- ``keyword``: multi-label repeat-factor sampling over keyword targets: r_i = max over the image's
+  keywords k of max(1, sqrt(t / f_k)), f_k the fraction of images with keyword k, t a threshold
+  (LVIS RFS); images without keywords have r = 1.
+The copies of a sample go through the shuffle buffer, so they are spread over the epoch.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+MODES = ("instance", "class", "sqrt", "keyword")
+
+
+def class_repeat_factors(class_counts: np.ndarray, mode: str) -> np.ndarray:
+    """Repeat factor per class id (classes with no samples get 0)."""
+    counts = np.asarray(class_counts, dtype=np.float64)
+    present = counts > 0
+    out = np.zeros_like(counts)
+    n, c = counts.sum(), present.sum()
+    if mode == "instance":
+        out[present] = 1.0
+    elif mode == "class":
+        out[present] = n / (c * counts[present])
+    elif mode == "sqrt":
+        root = np.sqrt(counts[present])
+        out[present] = n * root / (counts[present] * root.sum())
+    else:
+        raise ValueError(f"no class repeat factors for sampling mode {mode!r}")
+    return out
+
+
+def keyword_repeat_factors(keyword_lists, n_keywords: int, threshold: float) -> np.ndarray:
+    """Per image, max over its keywords of max(1, sqrt(threshold / f_k))."""
+    n = len(keyword_lists)
+    df = np.zeros(n_keywords, dtype=np.float64)
+    for kws in keyword_lists:
+        df[np.asarray(kws, dtype=np.int64)] += 1
+    freq = df / max(1, n)
+    with np.errstate(divide="ignore"):
+        rk = np.maximum(1.0, np.sqrt(threshold / freq))
+    rk[df == 0] = 1.0
+    return np.array([rk[np.asarray(k, dtype=np.int64)].max() if len(k) else 1.0 for k in keyword_lists])
+
+
+def copies(r: float, rng: np.random.Generator) -> int:
+    """Stochastic rounding of a repeat factor."""
+    base = int(r)
+    return base + (1 if rng.random() < r - base else 0)

@@ -1,0 +1,256 @@
+"""The streaming loader: equal batches per rank, sampling distributions, repeated augmentation,
+resume without repeats or gaps, bad members, eval and GPU-style decode paths."""
+import io
+import json
+import shutil
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from PIL import Image
+from scipy.stats import chisquare
+
+from pipeline import schema
+from pipeline.gpu_augment import GpuAugment
+from pipeline.loader import LoaderConfig, ShardLoader, WorkerPlan, gpu_decode, merge_states, plan_epoch, sample_stream
+from pipeline.loader import BadSamples
+from pipeline.shards import ShardConfig, merge_split, shard_all, write_part
+
+
+@pytest.fixture(scope="module")
+def shards(mined_v1, example_v1, tmp_path_factory):
+    """The example's shards, deliberately uneven (small size limit, 3 parts)."""
+    out = tmp_path_factory.mktemp("loader") / "s"
+    shard_all(example_v1, mined_v1, out, ShardConfig(max_size=150_000), workers=1, num_parts=3)
+    return out
+
+
+@pytest.fixture(scope="module")
+def skewed(tmp_path_factory):
+    """Shards of 5 classes with 400/120/50/20/10 samples (one tiny JPEG), and keyword labels."""
+    root = tmp_path_factory.mktemp("skewed")
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(buf, format="JPEG")
+    (root / "img.jpg").write_bytes(buf.getvalue())
+    counts = [400, 120, 50, 20, 10]
+    cls = [c for c, n in enumerate(counts) for _ in range(n)]
+    rng = np.random.default_rng(0)
+    rng.shuffle(cls)
+    kws = [[0] if i % 2 else [0, 1 + (i % 7 == 0)] for i in range(len(cls))]
+    n = len(cls)
+    table = pa.table({
+        "index": pa.array(range(n), pa.int64()), "key": [f"k{i}" for i in range(n)], "path": ["img.jpg"] * n,
+        "source": ["google"] * n, "class_id": pa.array(cls, pa.int32()),
+        "keyword_ids": pa.array(kws, pa.list_(pa.int32())),
+        "label_ids": pa.array([[c] for c in cls], pa.list_(pa.int32())),
+        "label_weights": pa.array([[1.0]] * n, pa.list_(pa.float32()))})
+    out = root / "shards"
+    for part in range(4):
+        write_part("train", table, root, out, ShardConfig(max_count=45), part, 4)
+    merge_split(out, "train")
+    return out / "train", counts, kws
+
+
+def test_plan_equal_batches_and_every_shard_once():
+    sizes = {f"s{i:02d}": float(n) for i, n in enumerate([500, 3, 77, 250, 250, 1, 90, 400, 13, 60, 333])}
+    for world, workers in [(1, 1), (2, 3), (3, 2), (4, 4)]:
+        plans = plan_epoch(sizes, epoch=5, seed=1, world_size=world, workers=workers, batch_images=32)
+        batches = [sum(w.batches for w in rank) for rank in plans]
+        assert len(set(batches)) == 1
+        assigned = [s for rank in plans for w in rank for s in w.shards]
+        assert sorted(assigned) == sorted(sizes)
+        for rank in plans:
+            for w in rank:
+                assert w.batches * 32 >= sum(sizes[s] for s in w.shards)
+    a = plan_epoch(sizes, 0, 1, 2, 2, 32)
+    b = plan_epoch(sizes, 1, 1, 2, 2, 32)
+    assert [[w.shards for w in r] for r in a] != [[w.shards for w in r] for r in b]   # per-epoch shuffle
+    assert [[w.shards for w in r] for r in a] == [[w.shards for w in r] for r in plan_epoch(sizes, 0, 1, 2, 2, 32)]
+    with pytest.raises(ValueError, match="every rank"):
+        plan_epoch({"a": 1.0}, 0, 0, 2, 1, 8)
+
+
+def _run_epoch(split, cfg, world):
+    loaders = [ShardLoader(split, cfg, rank=r, world_size=world) for r in range(world)]
+    lengths = [len(l) for l in loaders]
+    batches = [list(l) for l in loaders]
+    return lengths, batches
+
+
+def test_equal_batch_counts_across_ranks_and_every_sample_once(shards):
+    split = shards / "train"
+    sizes = schema.read_sizes(split)
+    assert len(set(sizes.values())) > 1    # uneven shards
+    total = sum(sizes.values())
+    cfg = LoaderConfig(batch_size=8, workers=2, shuffle_buffer=20, image_size=32)
+    lengths, batches = _run_epoch(split, cfg, world=3)
+    assert len(set(lengths)) == 1 and [len(b) for b in batches] == lengths
+    real = [int(i) for rank in batches for b in rank for i, p in zip(b["instance"], b["padding"]) if not p]
+    assert sorted(real) == sorted(pq_indices(split)) and len(real) == total
+    for rank in batches:
+        for b in rank:
+            assert b["image"].shape == (8, 3, 32, 32) and b["image"].dtype == torch.uint8
+            assert b["keyword_offsets"][-1] == len(b["keyword_ids"])
+            assert torch.allclose(torch.segment_reduce(b["label_weights"], "sum", offsets=b["label_offsets"]),
+                                  torch.ones(8), atol=1e-5)
+
+
+def pq_indices(split):
+    import pyarrow.parquet as pq
+    return pq.read_table(split / schema.MANIFEST_FILE, columns=["index"])["index"].to_pylist()
+
+
+def _stream_classes(split, cfg, epochs):
+    loader = ShardLoader(split, cfg)
+    plan = WorkerPlan(list(loader.sizes), 0, list(loader.sizes))
+    out = []
+    for e in range(epochs):
+        quota = int(round(sum(loader.expected.values())))
+        rng = np.random.default_rng(e)
+        for sample, pad, _ in sample_stream(split, plan, quota, loader.repeat, 100, rng, BadSamples(1e9)):
+            out.append(sample["labels"])
+    return out
+
+
+@pytest.mark.parametrize("mode", ["class", "sqrt"])
+def test_sampling_matches_target_distribution(skewed, mode):
+    split, counts, _ = skewed
+    labels = _stream_classes(split, LoaderConfig(sampling=mode), epochs=12)
+    hist = np.bincount([l["class_id"] for l in labels], minlength=5)
+    target = np.ones(5) if mode == "class" else np.sqrt(counts)
+    expected = target / target.sum() * hist.sum()
+    assert chisquare(hist, expected).pvalue > 1e-3, (hist, expected)
+    # the natural stream is far from that target: the test can tell them apart
+    natural = np.array(counts) * 12
+    assert chisquare(natural, natural.sum() * target / target.sum()).pvalue < 1e-12
+
+
+def test_keyword_repeat_factor_sampling(skewed):
+    split, counts, kws = skewed
+    cfg = LoaderConfig(sampling="keyword", keyword_threshold=0.5)
+    loader = ShardLoader(split, cfg)
+    n = len(kws)
+    freq = np.bincount([k for ks in kws for k in ks], minlength=3) / n
+    r_k = np.maximum(1, np.sqrt(0.5 / freq))
+    labels = _stream_classes(split, cfg, epochs=10)
+    seen = Counter(tuple(l["keyword_ids"]) for l in labels)
+    for group in [(0,), (0, 1), (0, 2)]:
+        members = sum(1 for k in kws if tuple(k) == group)
+        r = max(r_k[list(group)])
+        assert seen[group] / 10 == pytest.approx(members * r, rel=0.1), group
+    assert sum(loader.expected.values()) == pytest.approx(sum(max(r_k[k]) for k in kws))
+
+
+def test_repeated_augmentation(shards):
+    cfg = LoaderConfig(batch_size=12, workers=1, repeat_aug=3, image_size=48)
+    batch = next(iter(ShardLoader(shards / "train", cfg)))
+    inst = batch["instance"].tolist()
+    assert all(inst[i] == inst[i + 1] == inst[i + 2] for i in range(0, 12, 3))
+    assert len(set(inst)) == 4
+    copies = batch["image"][0:3].float()
+    assert (copies[0] - copies[1]).abs().mean() > 1 or (copies[0] - copies[2]).abs().mean() > 1
+    with pytest.raises(ValueError, match="multiple of repeat_aug"):
+        ShardLoader(shards / "train", LoaderConfig(batch_size=10, repeat_aug=3))
+
+
+def test_resume_without_repeats_or_gaps(shards):
+    split = shards / "train"
+    cfg = LoaderConfig(batch_size=8, workers=2, shuffle_buffer=8, image_size=32, seed=3)
+    world = 2
+    first, states = {}, []
+    for r in range(world):
+        loader = ShardLoader(split, cfg, rank=r, world_size=world)
+        seen = []
+        for i, b in enumerate(loader):
+            seen += [(int(x), bool(p)) for x, p in zip(b["instance"], b["padding"])]
+            if i == len(loader) // 2:
+                break
+        first[r] = seen
+        states.append(loader.state_dict())
+    state = merge_states(states)
+    assert state["consumed"] and state["epoch"] == 0
+    import pyarrow.parquet as pq
+    man = pq.read_table(split / schema.MANIFEST_FILE).to_pydict()
+    shard_of = dict(zip(man["index"], man["shard"]))
+    consumed = set(state["consumed"])
+    # after a restart (new processes, new loaders) the epoch goes on with the other shards
+    second = []
+    lengths = []
+    for r in range(world):
+        loader = ShardLoader(split, cfg, rank=r, world_size=world)
+        loader.load_state_dict(state)
+        lengths.append(len(loader))
+        batches = list(loader)
+        assert len(batches) == lengths[-1]
+        second += [int(x) for b in batches for x, p in zip(b["instance"], b["padding"]) if not p]
+        assert loader.state_dict() == {"epoch": 1, "consumed": []}
+    assert len(set(lengths)) == 1
+    assert not {shard_of[i] for i in second} & consumed            # no consumed shard read again
+    assert len(second) == len(set(second))                          # nothing twice in the rest
+    delivered_before = {i for r in first for i, p in first[r] if not p and shard_of[i] in consumed}
+    assert delivered_before | set(second) == set(man["index"])      # nothing skipped
+    with pytest.raises(ValueError, match="lacks"):
+        ShardLoader(split, cfg).load_state_dict({"epoch": 0, "consumed": ["nope.tar"]})
+
+
+def test_bad_members_are_counted_not_fatal(shards, tmp_path):
+    split = tmp_path / "train"
+    shutil.copytree(shards / "train", split)
+    names = list(schema.read_sizes(split))
+    raw = (split / names[0]).read_bytes()
+    (split / names[0]).write_bytes(raw[: len(raw) // 2])          # a truncated tar
+    import tarfile
+    with tarfile.open(split / names[1]) as tar:                     # a sample whose JPEG is garbage
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(split / names[1], "w") as tar:
+        for i, (m, data) in enumerate(members):
+            if m.name.endswith(".jpg") and i < 3:
+                data = b"\xff\xd8\xff" + b"garbage" * 10
+            m.size = len(data)
+            tar.addfile(m, io.BytesIO(data))
+    cfg = LoaderConfig(batch_size=8, workers=2, image_size=32, log_bad_every_s=0)
+    loader = ShardLoader(split, cfg)
+    n = len(loader)
+    batches = list(loader)
+    assert len(batches) == n
+    assert loader.bad_samples >= 2
+
+
+def test_eval_mode_is_ordered_and_centre_cropped(shards):
+    cfg = LoaderConfig(batch_size=5, workers=1, train=False, image_size=40)
+    loader = ShardLoader(shards / "val", cfg)
+    a = [b["instance"].tolist() for b in loader]
+    b = [b["instance"].tolist() for b in ShardLoader(shards / "val", cfg)]
+    assert a == b
+    flat = [i for x in a for i in x]
+    assert flat[: len(set(flat))] == sorted(set(flat))
+
+
+def test_torchvision_decode_matches_pil(shards):
+    base = dict(batch_size=6, workers=1, train=False, image_size=64)
+    pil = next(iter(ShardLoader(shards / "val", LoaderConfig(**base))))
+    tv = next(iter(ShardLoader(shards / "val", LoaderConfig(**base, decode="torchvision"))))
+    assert torch.equal(pil["instance"], tv["instance"])
+    assert (pil["image"].float() - tv["image"].float()).abs().mean() < 12
+
+
+def test_gpu_path_on_cpu(shards):
+    base = dict(batch_size=6, workers=1, train=False, image_size=64)
+    ref = next(iter(ShardLoader(shards / "val", LoaderConfig(**base))))
+    raw = next(iter(ShardLoader(shards / "val", LoaderConfig(**base, decode="gpu"))))
+    assert raw["image"] is None and len(raw["jpeg"]) == 6 and raw["boxes"].shape == (6, 4)
+    out = gpu_decode(raw, 64, "cpu")
+    assert out.shape == (6, 3, 64, 64) and out.dtype == torch.uint8
+    assert (out.float() - ref["image"].float()).abs().mean() < 12
+
+
+def test_gpu_augment_normalises_and_jitters():
+    x = torch.full((4, 3, 8, 8), 128, dtype=torch.uint8)
+    aug = GpuAugment(jitter=0.0, channels_last=False)
+    y = aug(x)
+    assert torch.allclose(y[:, 0], torch.full((4, 8, 8), (128 / 255 - 0.485) / 0.229), atol=1e-5)
+    g = torch.Generator().manual_seed(0)
+    z = GpuAugment(jitter=0.4)(torch.randint(0, 255, (4, 3, 8, 8), dtype=torch.uint8), generator=g)
+    assert z.is_contiguous(memory_format=torch.channels_last) and z.shape == (4, 3, 8, 8)
