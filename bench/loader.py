@@ -1,0 +1,163 @@
+"""Benchmark of the shard writer and the streaming loader.
+
+    python bench/loader.py [--classes 40] [--images-per-class 100] [--workers N] [--batch 64]
+                           [--image-size 224] [--device cpu|cuda] [--workdir DIR]
+
+Builds a generated WebVision-format example (text mining + shards; kept in --workdir), then
+measures in one run:
+- the shard writer's images/s/core (one process, JPEGs kept as they are);
+- the full loader (tar reading, shuffle buffer, decode, RandomResizedCrop, flip, batching, worker
+  processes) in images/s per worker core, against a plain loop that decodes and augments the same
+  JPEGs (already in memory) with the same code on one core: overhead = 1 - loader / plain
+  (goal <= 10%);
+- the loader's peak resident memory (main process + workers);
+- with --device cuda: the GPU decode path (nvJPEG + one batched roi_align) in images/s.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import psutil  # noqa: E402
+
+from pipeline import schema  # noqa: E402
+from pipeline.example import make_example  # noqa: E402
+from pipeline.loader import CpuAugment, LoaderConfig, ShardLoader, gpu_decode, read_shard, BadSamples  # noqa: E402
+from pipeline.shards import ShardConfig, merge_split, split_samples, write_part  # noqa: E402
+from text_mining.config import TextMiningConfig  # noqa: E402
+from text_mining.runner import run_all  # noqa: E402
+from webtag.config import load_config  # noqa: E402
+from webtag.logs import setup_logging  # noqa: E402
+
+
+class PeakRss:
+    """Samples the memory (PSS) of this process and its children every 250 ms."""
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        me = psutil.Process()
+        while not self._stop.is_set():
+            # proportional set size: pages shared by the forked workers are counted once
+            total = me.memory_full_info().pss
+            for child in me.children(recursive=True):
+                try:
+                    total += child.memory_full_info().pss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            time.sleep(0.25)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--classes", type=int, default=40)
+    ap.add_argument("--images-per-class", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--shard-count", type=int, default=250, help="samples per shard")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--workdir", default=None)
+    args = ap.parse_args()
+    setup_logging("WARNING")
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_loader_"))
+    root, mined, shards = work / "release", work / "mined", work / "shards"
+    if not (root / "README.txt").exists():
+        make_example(root, classes=args.classes, images_per_class=args.images_per_class, seed=0)
+    if not (mined / "report.json").exists():
+        cfg = load_config(TextMiningConfig, REPO / "configs" / "text_mining" / "example.yaml")
+        run_all(root, mined, cfg, workers=os.cpu_count() or 1)
+
+    # shard writer, one process, no re-encoding
+    import shutil
+    shutil.rmtree(shards, ignore_errors=True)
+    samples = split_samples("train", root, mined)
+    t = time.perf_counter()
+    write_part("train", samples, root, shards, ShardConfig(max_count=args.shard_count), 0, 1)
+    writer_rate = samples.num_rows / (time.perf_counter() - t)
+    merge_split(shards, "train")
+    split = shards / "train"
+    n = sum(schema.read_sizes(split).values())
+
+    # plain loop: the same decode + augmentation on the same JPEGs, in memory, one core
+    cfg = LoaderConfig(batch_size=args.batch, workers=args.workers, image_size=args.image_size,
+                       shuffle_buffer=1000)
+    jpegs = [s["jpg"] for name in schema.read_sizes(split) for s in read_shard(split / name, BadSamples(1e9))]
+    loader = ShardLoader(split, cfg)
+    # memory in an epoch of its own: reading /proc/*/smaps stalls the workers' page faults
+    with PeakRss() as rss:
+        list(loader)   # also the warm-up epoch: page cache, worker start-up code paths
+    # alternate the two, best of --repeats each: this machine's speed drifts by 20% between runs
+    plain_rates, loader_rates, steady_rates = [], [], []
+    for _ in range(args.repeats):
+        aug = CpuAugment(cfg, random.Random(0))
+        t = time.perf_counter()
+        for data in jpegs:
+            aug(data)
+        plain_rates.append(len(jpegs) / (time.perf_counter() - t))
+        images = steady_images = 0
+        t = time.perf_counter()
+        first = None
+        for batch in loader:
+            images += len(batch["class_id"])
+            if first is None:   # the epoch's start: worker fork, shuffle-buffer fill
+                first = time.perf_counter()
+            else:
+                steady_images += len(batch["class_id"])
+        end = time.perf_counter()
+        loader_rates.append(images / (end - t) / args.workers)
+        steady_rates.append(steady_images / (end - first) / args.workers)
+    plain_rate, per_core, steady = max(plain_rates), max(loader_rates), max(steady_rates)
+    print(f"\n{n} images in {len(schema.read_sizes(split))} shards (generated example, "
+          f"{sum(len(j) for j in jpegs) / len(jpegs) / 1024:.1f} KB mean JPEG), batch {args.batch}, "
+          f"{args.image_size}px, {args.workers} worker processes on {os.cpu_count()} cores, "
+          f"best of {args.repeats} alternating runs")
+    print(f"shard writer: {writer_rate:.0f} images/s/core (goal >= 1000, no re-encoding)")
+    print(f"plain decode+augment loop: {plain_rate:.0f} images/s on one core")
+    print(f"full loader, whole epochs: {per_core:.0f} images/s per worker core "
+          f"-> {per_core / plain_rate:.3f} of the plain loop, overhead {1 - per_core / plain_rate:+.1%} "
+          f"(goal <= 10%)")
+    print(f"  within an epoch (its first batch excluded: worker start-up, shuffle-buffer fill): "
+          f"{steady:.0f} images/s per worker core -> {steady / plain_rate:.3f} of the plain loop, "
+          f"overhead {1 - steady / plain_rate:+.1%}")
+    print(f"loader peak memory (PSS, main + workers): {rss.peak / 2**20:.0f} MiB")
+
+    if args.device.startswith("cuda"):
+        import torch
+        gcfg = LoaderConfig(batch_size=args.batch, workers=args.workers, image_size=args.image_size,
+                            decode="gpu")
+        gl = ShardLoader(split, gcfg)
+        count = 0
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for batch in gl:
+            out = gpu_decode(batch, args.image_size, args.device)
+            count += out.shape[0]
+        torch.cuda.synchronize()
+        print(f"GPU decode path (nvJPEG + batched roi_align): {count / (time.perf_counter() - t):.0f} images/s")
+
+
+if __name__ == "__main__":
+    main()
