@@ -4,6 +4,7 @@ Commands:
   example       write a small generated dataset in WebVision's release format
   shard         pack images and their text-mining labels into WebDataset shards
   shard-merge   the reduce step of a sharding run split into parts (Slurm)
+  loader-check  one epoch of the streaming loader over a split: batches, speed, class balance
 """
 from __future__ import annotations
 
@@ -65,7 +66,43 @@ def build_parser() -> argparse.ArgumentParser:
     merge = commands.add_parser("shard-merge", help="manifest, sizes.json and report of finished parts")
     merge.add_argument("--out", required=True, metavar="SHARDS")
     merge.add_argument("--split", choices=["train", "val", "all"], default="all")
+    check = commands.add_parser("loader-check", help="one epoch of the streaming loader over a split")
+    check.add_argument("--shards", required=True, metavar="SPLIT_DIR", help="e.g. SHARDS/train")
+    check.add_argument("--config", help="YAML loader config")
+    check.add_argument("--batch-size", type=int)
+    check.add_argument("--workers", type=int)
+    check.add_argument("--sampling", choices=["instance", "class", "sqrt", "keyword"])
+    check.add_argument("--rank", type=int, default=0)
+    check.add_argument("--world-size", type=int, default=1)
+    check.add_argument("overrides", nargs="*", metavar="key=value")
     return parser
+
+
+def _loader_check(args) -> int:
+    import time
+
+    import numpy as np
+
+    from pipeline.loader import LoaderConfig, ShardLoader
+    from webtag.config import load_config
+
+    cfg = load_config(LoaderConfig, args.config, args.overrides, defaults={
+        "batch_size": args.batch_size, "workers": args.workers, "sampling": args.sampling})
+    loader = ShardLoader(args.shards, cfg, rank=args.rank, world_size=args.world_size)
+    n_batches = len(loader)
+    t = time.perf_counter()
+    classes, padding, images = [], 0, 0
+    for batch in loader:
+        classes += batch["class_id"].tolist()
+        padding += int(batch["padding"].sum())
+        images += len(batch["class_id"])
+    dt = time.perf_counter() - t
+    hist = np.bincount(classes)
+    print(f"{args.shards}: rank {args.rank}/{args.world_size}, {n_batches} batches of {cfg.batch_size} "
+          f"({images} images, {padding} padding) in {dt:.1f}s = {images / dt:.0f} images/s with "
+          f"{cfg.workers} workers; sampling {cfg.sampling}: images per class min {hist[hist > 0].min()} "
+          f"max {hist.max()} over {int((hist > 0).sum())} classes; corrupt samples skipped: {loader.bad_samples}")
+    return 0
 
 
 def _shard(args) -> int:
@@ -110,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['test']} test, {s['json_files']} json files"
               + ("" if args.images else ", no image files"))
         return 0
+    if args.command == "loader-check":
+        from webtag.config import ConfigError
+        try:
+            return _loader_check(args)
+        except (ConfigError, ValueError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.command in ("shard", "shard-merge"):
         from pipeline.shards import merge_split
         from webtag.config import ConfigError

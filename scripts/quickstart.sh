@@ -2,6 +2,8 @@
 # The pipeline end to end on a generated WebVision-format example (safe to run twice):
 #   data/example          the example release (python -m pipeline example)
 #   data/example_mined    text mining: keywords, label weights, report (python -m text_mining run)
+#   data/example_shards   WebDataset shards of train and val (python -m pipeline shard), then one
+#                         epoch of the streaming loader over them
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,6 +14,10 @@ if [ ! -f data/example/README.txt ]; then
 fi
 "$PY" -m text_mining run --webvision data/example --out data/example_mined \
   --config configs/text_mining/example.yaml --workers "${WORKERS:-2}"
+"$PY" -m pipeline shard --webvision data/example --labels data/example_mined --out data/example_shards \
+  --max-size 1MB --workers "${WORKERS:-2}"
+"$PY" -m pipeline loader-check --shards data/example_shards/train --batch-size 32 --workers 2 --sampling class
 echo
 cat data/example_mined/report.md
 echo "Outputs: data/example_mined/{images,vocabulary,classes,keyword_classes}.parquet, report.md, keyword_frequency.png"
+echo "         data/example_shards/{train,val}/*.tar with manifest.parquet, sizes.json, report.json"

@@ -165,3 +165,23 @@ def test_fail_mode_names_the_image(mined_v1, example_v1, tmp_path):
         write_part("train", samples, root, out, ShardConfig(on_error="fail"), 0, 1)
     leftovers = [p.name for p in (out / "train").iterdir() if p.name != "_parts"]
     assert leftovers == [] and list((out / "train" / "_parts").iterdir()) == []
+
+
+def test_cli_shard_and_loader_check(mined_v1, example_v1, tmp_path):
+    import subprocess
+    import sys
+    from conftest import REPO
+    out = tmp_path / "s"
+    cmd = [sys.executable, "-m", "pipeline", "shard", "--webvision", str(example_v1), "--labels", str(mined_v1),
+           "--out", str(out), "--max-size", "300KB", "--workers", "2", "max_count=40"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    sizes = schema.read_sizes(out / "train")
+    assert max(sizes.values()) <= 40 and (out / "val" / schema.SIZES_FILE).exists()
+    res = subprocess.run([sys.executable, "-m", "pipeline", "loader-check", "--shards", str(out / "train"),
+                          "--batch-size", "16", "--workers", "2", "image_size=32"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert "batches of 16" in res.stdout and "corrupt samples skipped: 0" in res.stdout
+    res = subprocess.run(cmd[:-1] + ["max_cont=40"], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 2 and "max_count" in res.stderr
