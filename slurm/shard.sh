@@ -15,10 +15,8 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 ROOT=$(realpath "$1"); LABELS=$(realpath "$2"); OUT=$(realpath -m "$3"); shift 3
 NUM_PARTS=64
 if [ $# -gt 0 ] && [[ "$1" =~ ^[0-9]+$ ]]; then NUM_PARTS=$1; shift; fi
-PYTHON=${PYTHON:-}
-if [ -z "$PYTHON" ]; then
-  if [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
-fi
+# shellcheck source=slurm/common.sh
+source "$REPO/slurm/common.sh"
 SPLIT=all
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
@@ -27,10 +25,6 @@ done
 EXTRA=$(printf '%q ' "$@")
 LOGS="$OUT/_slurm-logs"
 mkdir -p "$LOGS"
-THROTTLE=""
-if [ -n "${MAX_ARRAY_PARALLEL:-}" ]; then THROTTLE="%$MAX_ARRAY_PARALLEL"; fi
-# shellcheck disable=SC2206
-COMMON_SBATCH=(--parsable --chdir="$REPO" ${SBATCH_ARGS:-})
 CLI="$(printf '%q' "$PYTHON") -m pipeline"
 shard=$(sbatch "${COMMON_SBATCH[@]}" --job-name=shard --array="0-$((NUM_PARTS - 1))$THROTTLE" \
   --cpus-per-task="${PART_CPUS:-1}" --mem="${PART_MEM:-4G}" --output="$LOGS/shard-%a.log" \

@@ -20,17 +20,11 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 ROOT=$(realpath "$1"); OUT=$(realpath -m "$2"); shift 2
 NUM_PARTS=64
 if [ $# -gt 0 ] && [[ "$1" =~ ^[0-9]+$ ]]; then NUM_PARTS=$1; shift; fi
-PYTHON=${PYTHON:-}
-if [ -z "$PYTHON" ]; then
-  if [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
-fi
+# shellcheck source=slurm/common.sh
+source "$REPO/slurm/common.sh"
 EXTRA=$(printf '%q ' "$@")
 LOGS="$OUT/_work/slurm-logs"
 mkdir -p "$LOGS"
-THROTTLE=""
-if [ -n "${MAX_ARRAY_PARALLEL:-}" ]; then THROTTLE="%$MAX_ARRAY_PARALLEL"; fi
-# shellcheck disable=SC2206
-COMMON_SBATCH=(--parsable --chdir="$REPO" ${SBATCH_ARGS:-})
 CLI="$(printf '%q' "$PYTHON") -m text_mining"
 ARGS="--webvision $(printf '%q' "$ROOT") --out $(printf '%q' "$OUT") $EXTRA"
 LAST=$((NUM_PARTS - 1))
