@@ -106,7 +106,7 @@ def _loader_check(args) -> int:
 
 
 def _shard(args) -> int:
-    from pipeline.shards import ShardConfig, merge_split, parse_size, shard_all, split_samples, write_part
+    from pipeline.shards import ShardConfig, parse_size, shard_all, split_samples, write_part
     from webtag.config import load_config
 
     cfg = load_config(ShardConfig, args.config, args.overrides, defaults={

@@ -13,7 +13,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 

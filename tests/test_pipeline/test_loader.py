@@ -1,7 +1,6 @@
 """The streaming loader: equal batches per rank, sampling distributions, repeated augmentation,
 resume without repeats or gaps, bad members, eval and GPU-style decode paths."""
 import io
-import json
 import shutil
 from collections import Counter
 

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import EXAMPLE_CONFIG, REPO
 from text_mining import schema
-from text_mining.wordnet import DEBIAN_WORDNET, WordNetMissing, _load_wordnet, install_wordnet, load_wordnet
+from text_mining.wordnet import DEBIAN_WORDNET, WordNetMissing, _load_wordnet, install_wordnet
 
 
 def _run(*args):

@@ -1,5 +1,4 @@
 """The whole stage: outputs and schemas, map-reduce equivalence, reruns, killed parts."""
-import json
 import os
 import signal
 import subprocess
