@@ -120,7 +120,9 @@ class _ShardSink:
         self.seq += 1
         self.name = f"{self.prefix}-{self.seq:04d}.tar"
         self.tmp = self.folder / f".{self.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.writer = wds.TarWriter(str(self.tmp), mtime=0.0)  # fixed mtime: reruns are byte-identical
+        # a fixed integer mtime: reruns are byte-identical, and no pax header per member (a float
+        # mtime makes tarfile write one, doubling the headers that readers parse)
+        self.writer = wds.TarWriter(str(self.tmp), mtime=0)
         self.count = self.size = 0
 
     def close(self) -> None:

@@ -253,3 +253,43 @@ def test_gpu_augment_normalises_and_jitters():
     g = torch.Generator().manual_seed(0)
     z = GpuAugment(jitter=0.4)(torch.randint(0, 255, (4, 3, 8, 8), dtype=torch.uint8), generator=g)
     assert z.is_contiguous(memory_format=torch.channels_last) and z.shape == (4, 3, 8, 8)
+
+
+def test_tar_reader_stops_cleanly_on_damaged_headers(tmp_path):
+    import webdataset as wds
+    from pipeline.loader import iter_tar
+    path = tmp_path / "t.tar"
+    w = wds.TarWriter(str(path), mtime=0)   # as our shard writer: ustar headers, no pax records
+    for i in range(3):
+        w.write({"__key__": f"{i:09d}", "jpg": bytes([i]) * 1000, "cls": str(i)})
+    w.close()
+    raw = path.read_bytes()
+    bad = BadSamples(1e9)
+    members = list(iter_tar(path, bad))
+    assert [n for n, _ in members] == [f"{i:09d}.{e}" for i in range(3) for e in ("cls", "jpg")]
+    assert members[1][1] == bytes([0]) * 1000 and bad.count == 0
+    # the third header (000000001.cls) loses its magic and name: checksum fails, reading stops
+    third = 512 + 512 + 512 + 1024
+    damaged = bytearray(raw)
+    damaged[third: third + 20] = b"x" * 20
+    damaged[third + 257: third + 262] = b"xxxxx"
+    path.write_bytes(bytes(damaged))
+    got = list(iter_tar(path, bad))
+    assert [n for n, _ in got] == ["000000000.cls", "000000000.jpg"] and bad.count == 1
+    # a size field changed behind a valid magic: the next "header" is data, and is caught there
+    damaged = bytearray(raw)
+    damaged[1024 + 124: 1024 + 135] = b"%011o" % 2600    # 000000000.jpg claims 2600 bytes
+    path.write_bytes(bytes(damaged))
+    bad = BadSamples(1e9)
+    got = list(iter_tar(path, bad))
+    assert [n for n, _ in got] == ["000000000.cls", "000000000.jpg"] and bad.count == 1
+
+
+def test_tar_reader_reads_pax_headers(tmp_path):
+    import webdataset as wds
+    from pipeline.loader import iter_tar
+    path = tmp_path / "pax.tar"
+    w = wds.TarWriter(str(path))            # float mtime: a pax header before every member
+    w.write({"__key__": "k" * 120, "jpg": b"abc"})   # and a name longer than ustar's 100 bytes
+    w.close()
+    assert list(iter_tar(path, BadSamples(1e9))) == [("k" * 120 + ".jpg", b"abc")]
