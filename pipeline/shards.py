@@ -10,6 +10,7 @@ missing, empty, truncated or not JPEG are skipped and counted (or stop the part 
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -266,6 +267,18 @@ def split_samples(split: str, root: str | Path, labels_dir: str | Path | None) -
     raise ValueError(f"unknown split {split!r} ({', '.join(schema.SPLITS)})")
 
 
+@functools.lru_cache(maxsize=2)
+def _cached_samples(split: str, root: str, labels_dir: str | None) -> pa.Table:
+    return split_samples(split, root, labels_dir)
+
+
+def _part_job(split, root, labels_dir, out, cfg, part, num_parts, images_root) -> dict:
+    """One part in a worker process: the sample table is read there (once per process), not
+    pickled to it with every task."""
+    return write_part(split, _cached_samples(split, root, labels_dir), root, out, cfg, part, num_parts,
+                      images_root)
+
+
 def shard_all(root: str | Path, labels_dir: str | Path | None, out: str | Path, cfg: ShardConfig,
               splits=schema.SPLITS, workers: int = 1, num_parts: int | None = None,
               images_root: str | Path | None = None) -> dict:
@@ -276,15 +289,15 @@ def shard_all(root: str | Path, labels_dir: str | Path | None, out: str | Path, 
     num_parts = num_parts or max(1, workers)
     reports = {}
     for split in splits:
-        samples = split_samples(split, root, labels_dir)
         if workers <= 1:
+            samples = split_samples(split, root, labels_dir)
             for part in range(num_parts):
                 write_part(split, samples, root, out, cfg, part, num_parts, images_root)
         else:
             ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
             with ProcessPoolExecutor(max_workers=min(workers, num_parts), mp_context=ctx) as pool:
-                futures = [pool.submit(write_part, split, samples, root, out, cfg, part, num_parts, images_root)
-                           for part in range(num_parts)]
+                futures = [pool.submit(_part_job, split, str(root), str(labels_dir) if labels_dir else None,
+                                       out, cfg, part, num_parts, images_root) for part in range(num_parts)]
                 for fut in futures:
                     fut.result()
         reports[split] = merge_split(out, split)
