@@ -27,6 +27,7 @@ import webdataset as wds
 
 from text_mining import schema as tm_schema
 from webtag.atomic import atomic_file, remove_stale_tmp, write_text_atomic
+from webtag.parallel import run_parts
 from webtag.problems import Problems
 
 from . import schema
@@ -273,8 +274,8 @@ def _cached_samples(split: str, root: str, labels_dir: str | None) -> pa.Table:
 
 
 def _part_job(split, root, labels_dir, out, cfg, part, num_parts, images_root) -> dict:
-    """One part in a worker process: the sample table is read there (once per process), not
-    pickled to it with every task."""
+    """One part: the sample table is read where the part runs (once per process), not pickled
+    to a worker with every task."""
     return write_part(split, _cached_samples(split, root, labels_dir), root, out, cfg, part, num_parts,
                       images_root)
 
@@ -283,22 +284,11 @@ def shard_all(root: str | Path, labels_dir: str | Path | None, out: str | Path, 
               splits=schema.SPLITS, workers: int = 1, num_parts: int | None = None,
               images_root: str | Path | None = None) -> dict:
     """Every part of every split on this machine (worker processes), then the merges."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     num_parts = num_parts or max(1, workers)
+    labels = str(labels_dir) if labels_dir else None
     reports = {}
     for split in splits:
-        if workers <= 1:
-            samples = split_samples(split, root, labels_dir)
-            for part in range(num_parts):
-                write_part(split, samples, root, out, cfg, part, num_parts, images_root)
-        else:
-            ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
-            with ProcessPoolExecutor(max_workers=min(workers, num_parts), mp_context=ctx) as pool:
-                futures = [pool.submit(_part_job, split, str(root), str(labels_dir) if labels_dir else None,
-                                       out, cfg, part, num_parts, images_root) for part in range(num_parts)]
-                for fut in futures:
-                    fut.result()
+        run_parts(_part_job, [(split, str(root), labels, out, cfg, part, num_parts, images_root)
+                              for part in range(num_parts)], workers, f"shard {split}")
         reports[split] = merge_split(out, split)
     return reports

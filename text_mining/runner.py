@@ -2,14 +2,10 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
-import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from tqdm import tqdm
+from webtag.parallel import run_parts
 
 from .config import TextMiningConfig
 from .count import count_part
@@ -20,31 +16,8 @@ from .vocabulary import build_vocabulary
 log = logging.getLogger(__name__)
 
 
-def _limit_threads(n: int) -> None:
-    """Worker-process initializer: n math-library threads each, so workers do not oversubscribe."""
-    os.environ["OMP_NUM_THREADS"] = str(n)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(n)
-
-
 def _map(fn, root, out, cfg, num_parts: int, workers: int, desc: str) -> None:
-    if workers <= 1:
-        for part in range(num_parts):
-            fn(root, out, cfg, part, num_parts)
-        return
-    ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
-    procs = min(workers, num_parts)
-    threads = max(1, (os.cpu_count() or 1) // procs)
-    with ProcessPoolExecutor(max_workers=procs, mp_context=ctx, initializer=_limit_threads,
-                             initargs=(threads,)) as pool:
-        futures = [pool.submit(fn, root, out, cfg, part, num_parts) for part in range(num_parts)]
-        try:
-            for fut in tqdm(as_completed(futures), total=num_parts, desc=desc, unit="part"):
-                fut.result()
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+    run_parts(fn, [(root, out, cfg, part, num_parts) for part in range(num_parts)], workers, desc)
 
 
 def run_all(root: str | Path, out: str | Path, cfg: TextMiningConfig, workers: int = 1,

@@ -102,12 +102,12 @@ def _term(wn, token: str) -> str:
     return min(forms, key=len) if forms else token
 
 
-def query_terms(release: Release, wn, extractor_tokenize) -> dict[tuple[str, int], list[str]]:
+def query_terms(release: Release, wn) -> dict[tuple[str, int], list[str]]:
     """(source, query id) -> lower-case noun lemmas of the query's words."""
     out = {}
     for source, queries in release.queries.items():
         for qid, text in queries.items():
-            out[(source, qid)] = [_term(wn, t.lower()) for t in extractor_tokenize(text)]
+            out[(source, qid)] = [_term(wn, t.lower()) for t in tokenize(text)]
     return out
 
 
@@ -174,7 +174,7 @@ def build_vocabulary(root: str | Path, out: str | Path, cfg: TextMiningConfig) -
 
     # word vectors
     t = time.perf_counter()
-    qterms = query_terms(release, wn, tokenize)
+    qterms = query_terms(release, wn)
     kv = train_word2vec(_Sentences(parts, set(words), qterms, dropped), cfg.word2vec)
     timings["word2vec"] = time.perf_counter() - t
 
