@@ -58,29 +58,48 @@ start_munge() {
   echo "[slurm] munged did not start" >&2; exit 1
 }
 
-start() {
-  install
-  configure
-  start_munge
+launch() {
   pgrep -x slurmctld >/dev/null || $SUDO slurmctld
   pgrep -f "slurmd -N n1" >/dev/null || $SUDO slurmd -N n1
   pgrep -f "slurmd -N n2" >/dev/null || $SUDO slurmd -N n2
   for _ in $(seq 60); do
     if sinfo -h -o "%T %D" 2>/dev/null | grep -q "^idle 2$"; then
-      echo "[slurm] ready: $(sinfo -h | tr -s ' ')"; return
+      echo "[slurm] ready: $(sinfo -h | tr -s ' ')"; return 0
     fi
     sleep 0.5
   done
-  echo "[slurm] nodes did not become idle:" >&2
-  sinfo >&2 || true
-  exit 1
+  return 1
+}
+
+start() {
+  install
+  configure
+  start_munge
+  # daemons left by an earlier run (or still shutting down) may not answer: restart them once
+  if ! launch; then
+    echo "[slurm] no answer from the running daemons: restarting them" >&2
+    stop_daemons
+    if ! launch; then
+      echo "[slurm] nodes did not become idle:" >&2
+      sinfo >&2 || true
+      exit 1
+    fi
+  fi
+}
+
+stop_daemons() {
+  scontrol shutdown >/dev/null 2>&1 || true
+  for _ in $(seq 20); do
+    pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || return 0
+    sleep 0.5
+  done
+  pkill -9 -x slurmctld 2>/dev/null || true
+  pkill -9 -x slurmd 2>/dev/null || true
+  sleep 0.5
 }
 
 stop() {
-  scontrol shutdown >/dev/null 2>&1 || true
-  sleep 1
-  pkill -x slurmctld 2>/dev/null || true
-  pkill -x slurmd 2>/dev/null || true
+  stop_daemons
   pkill -x munged 2>/dev/null || true
   echo "[slurm] stopped"
 }
