@@ -524,12 +524,19 @@ class ShardLoader:
     """Batches of one rank over a split's shards (``SHARDS/train``), epoch after epoch."""
 
     def __init__(self, split_dir: str | Path, cfg: LoaderConfig, rank: int = 0, world_size: int = 1,
-                 n_keywords: int | None = None):
+                 n_keywords: int | None = None, shards: list[str] | None = None):
+        """``shards``: read only these shards of the split (e.g. all but a held-out few)."""
         self.split_dir = Path(split_dir)
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         if cfg.batch_size % max(1, cfg.repeat_aug):
             raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of repeat_aug {cfg.repeat_aug}")
         self.sizes = schema.read_sizes(self.split_dir)
+        if shards is not None:
+            unknown = sorted(set(shards) - set(self.sizes))
+            if unknown:
+                raise ValueError(f"{self.split_dir / schema.SIZES_FILE} lists no shard {unknown[:5]}")
+            keep = set(shards)
+            self.sizes = {s: n for s, n in self.sizes.items() if s in keep}
         self.repeat = self._repeat_factors(n_keywords) if cfg.train and cfg.sampling != "instance" else None
         if self.repeat is None:
             self.expected = {s: float(n) for s, n in self.sizes.items()}
@@ -537,6 +544,7 @@ class ShardLoader:
             self.expected = {s: float(r.sum()) for s, r in self.repeat.items()}
         self.epoch = 0
         self.consumed: set[str] = set()
+        self.last_done: list[str] = []        # shards finished by the batch just yielded
         self.bad_samples = 0
 
     def _repeat_factors(self, n_keywords) -> dict[str, np.ndarray]:
@@ -550,7 +558,8 @@ class ShardLoader:
             r = class_repeat_factors(np.bincount(cls), self.cfg.sampling)[cls]
         out: dict[str, list] = {s: [0.0] * n for s, n in self.sizes.items()}
         for shard, pos, f in zip(t["shard"], t["position"], r):
-            out[shard][pos] = f
+            if shard in out:
+                out[shard][pos] = f
         return {s: np.asarray(v) for s, v in out.items()}
 
     def _plans(self) -> list[list[WorkerPlan]]:
@@ -584,7 +593,8 @@ class ShardLoader:
                         prefetch_factor=self.cfg.prefetch_factor, persistent_workers=False,
                         multiprocessing_context="fork" if hasattr(__import__("os"), "fork") else None)
         for batch in dl:
-            self.consumed.update(batch.pop("shards_done"))
+            self.last_done = batch.pop("shards_done")
+            self.consumed.update(self.last_done)
             self.bad_samples += batch.pop("bad_samples")
             yield batch
         # the epoch is over: the next one starts from a fresh shuffle

@@ -15,7 +15,7 @@ fi
 "$PY" -m text_mining run --webvision data/example --out data/example_mined \
   --config configs/text_mining/example.yaml --workers "${WORKERS:-2}"
 "$PY" -m pipeline shard --webvision data/example --labels data/example_mined --out data/example_shards \
-  --max-size 1MB --workers "${WORKERS:-2}"
+  --max-size 300KB --workers "${WORKERS:-2}"
 "$PY" -m pipeline loader-check --shards data/example_shards/train --batch-size 32 --workers 2 --sampling class
 echo
 cat data/example_mined/report.md

@@ -16,5 +16,5 @@ def setup_logging(level: str | int | None = None) -> None:
         force=True,
     )
     # third-party libraries that log every epoch or file at INFO
-    for name in ("gensim", "matplotlib", "smart_open", "PIL"):
+    for name in ("gensim", "matplotlib", "smart_open", "PIL", "accelerate"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,93 @@
+"""The pretraining config: one typed dataclass per component, loaded from YAML (configs/pretrain/).
+
+``accelerate launch pretrain/main.py --config configs/pretrain/wt.yaml key=value ...``; an
+unknown key or a wrong type is an error that lists the valid keys (webtag.config).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pipeline.loader import LoaderConfig
+
+
+@dataclass
+class DataConfig:
+    shards: str = ""                      # the shards folder (python -m pipeline shard --out): uses <shards>/train
+    labels: str = ""                      # the text-mining output folder: vocabulary and classes size the head
+    target: Literal["keywords", "weights"] = "keywords"   # WT-Set: keyword ids; LW-Set: label weights
+    holdout_shards: int = 1               # train shards kept out of training for precision@k (0: none)
+    eval_batches: int = 50                # batches per rank per evaluation (0: the whole held-out set)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet50"                # any timm model name
+    pretrained: bool = False              # timm/HF-hub weights (needs internet)
+    num_classes: int | None = None        # None: sized from the data; set: must match the data
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    channels_last: bool = True
+    compile: bool = False                 # torch.compile the model
+    compile_mode: str | None = None       # e.g. max-autotune
+
+
+@dataclass
+class LossConfig:
+    name: Literal["soft_ce", "weighted_ce", "bce", "asl"] = "soft_ce"
+    gamma_neg: float = 4.0                # asymmetric loss (Ridnik et al. 2021)
+    gamma_pos: float = 0.0
+    clip: float = 0.05                    # asymmetric loss probability margin
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.1                       # for the effective batch (per device x devices x accumulation)
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    no_decay_bias_norm: bool = True       # no weight decay on biases and normalisation weights
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_steps: int = 0
+    warmup_lr: float = 0.0                # LR at step 0 of the warmup (linear to lr)
+    min_lr: float = 0.0                   # cosine floor
+    step_every: int = 30                  # step schedule: decay every N epochs
+    step_gamma: float = 0.1
+    clip_grad: float | None = None        # max gradient norm
+    ema_decay: float | None = None        # e.g. 0.9998: keep an EMA of the weights
+
+
+@dataclass
+class AugmentConfig:
+    jitter: float = 0.4                   # colour jitter on the GPU (brightness, contrast, saturation)
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/pretrain"
+    epochs: int = 1
+    max_steps: int | None = None          # optimizer steps; overrides epochs
+    grad_accum: int = 1                   # micro-batches per optimizer step
+    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
+    seed: int = 0
+    log_every: int = 20                   # optimizer steps between log lines (and the NaN / stop checks)
+    eval_every: int = 1000                # optimizer steps between evaluations (0: only at the end)
+    checkpoint_every: int = 1000          # optimizer steps between checkpoints (0: only at the end)
+    keep_checkpoints: int = 2
+    resume: str = "auto"                  # auto: the newest checkpoint of output_dir; none; or a checkpoint folder
+    precision_at: list[int] = field(default_factory=lambda: [1, 5])
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class PretrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

@@ -1,0 +1,62 @@
+"""Models by timm name, with the head sized from the data, and the backbone-only weights file.
+
+The backbone file (``backbone.safetensors`` + ``backbone.json``) holds every tensor of the model
+except the last linear layer (timm's ``pretrained_cfg["classifier"]``): finetuning loads it and
+puts a new head on top.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from webtag.atomic import atomic_file, write_text_atomic
+
+from .config import ModelConfig
+
+BACKBONE_WEIGHTS = "backbone.safetensors"
+BACKBONE_INFO = "backbone.json"
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    try:
+        return timm.create_model(cfg.name, pretrained=cfg.pretrained, num_classes=num_classes,
+                                 drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate)
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc):
+            close = timm.list_models(f"*{cfg.name.split('_')[0]}*")[:10]
+            raise ValueError(f"model.name={cfg.name!r} is not a timm model; similar names: {close}") from None
+        raise
+
+
+def head_prefix(model: nn.Module) -> str:
+    """The state-dict prefix of the last linear layer, e.g. ``fc`` (ResNet), ``classifier``
+    (EfficientNet), ``head.fc`` (some newer models)."""
+    name = model.pretrained_cfg.get("classifier") if hasattr(model, "pretrained_cfg") else None
+    if isinstance(name, (list, tuple)):
+        name = name[0]
+    if not name:
+        raise ValueError(f"{type(model).__name__}: timm names no classifier layer")
+    return name
+
+
+def backbone_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    prefix = head_prefix(model) + "."
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith(prefix)}
+
+
+def save_backbone(model: nn.Module, folder: str | Path, model_name: str, extra: dict | None = None) -> Path:
+    """Write the backbone-only weights (safetensors) and a JSON description, atomically."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    state = backbone_state(model)
+    with atomic_file(folder / BACKBONE_WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"model": model_name})
+    info = {"model": model_name, "head": head_prefix(model), "num_features": getattr(model, "num_features", None),
+            "tensors": len(state), **(extra or {})}
+    write_text_atomic(folder / BACKBONE_INFO, json.dumps(info, indent=2) + "\n")
+    return folder / BACKBONE_WEIGHTS

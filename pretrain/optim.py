@@ -1,0 +1,76 @@
+"""Optimizer, LR schedule (warmup, then cosine / step / constant) and the weight EMA.
+
+The schedule is a function of the optimizer step (not the micro-batch) and is stepped by the
+trainer only when gradients were applied: Accelerate's scheduler wrapper is not used, since it
+steps once per process.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import OptimConfig
+
+
+def param_groups(model: nn.Module, weight_decay: float, no_decay_bias_norm: bool) -> list[dict]:
+    if not no_decay_bias_norm:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)  # biases and norm scales are 1-D
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay, cfg.no_decay_bias_norm)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: OptimConfig) -> float:
+    """LR / cfg.lr at optimizer step ``step`` (0-based)."""
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        start = cfg.warmup_lr / cfg.lr if cfg.lr else 0.0
+        return start + (1.0 - start) * step / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "step":
+        epoch = step // max(1, steps_per_epoch)
+        return cfg.step_gamma ** (epoch // max(1, cfg.step_every))
+    span = max(1, total_steps - cfg.warmup_steps)
+    t = min(1.0, (step - cfg.warmup_steps) / span)
+    floor = cfg.min_lr / cfg.lr if cfg.lr else 0.0
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def build_scheduler(optimizer, cfg: OptimConfig, total_steps: int, steps_per_epoch: int):
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, steps_per_epoch, cfg))
+
+
+class ModelEma(nn.Module):
+    """Exponential moving average of the weights: ``theta_ema <- d * theta_ema + (1 - d) * theta``
+    after every optimizer step (buffers such as BatchNorm statistics are copied)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        super().__init__()
+        import copy
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        ema = self.module.state_dict()
+        for name, value in model.state_dict().items():
+            target = ema[name]
+            if value.dtype.is_floating_point:
+                target.lerp_(value.to(target.dtype), 1.0 - self.decay)
+            else:
+                target.copy_(value)

@@ -1,0 +1,372 @@
+"""The training engine: WT-Set / LW-Set pretraining under HuggingFace Accelerate.
+
+One process per device (``accelerate launch``); each builds its own :class:`pipeline.loader.ShardLoader`
+for its rank (the loader is never passed to ``accelerator.prepare``: Accelerate would re-split an
+IterableDataset by reading everything on every rank). Per micro-batch: uint8 images to the device
+(nvJPEG decode there with ``loader.decode=gpu``), colour jitter + normalise on the device, sparse
+labels -> dense targets on the device, forward under autocast, backward under
+``accelerator.accumulate`` (the optimizer steps every ``train.grad_accum`` micro-batches).
+
+Every ``train.log_every`` optimizer steps the ranks agree (one small all-reduce) on two flags: a
+non-finite loss since the last check (the run stops, keeping the last good checkpoint; nothing
+is saved after a NaN) and a stop request (SIGUSR1/SIGTERM, or the file ``$WEBTAG_CONTROL_DIR/stop``
+that the Slurm script's signal trap writes): the run saves a checkpoint and exits so the job can
+requeue itself. ``train.resume=auto`` continues from the newest complete checkpoint, loader
+position included (pipeline.loader: no shard read twice in the epoch, none skipped).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from pipeline.gpu_augment import GpuAugment
+from pipeline.loader import ShardLoader, gpu_decode, merge_states
+from webtag.atomic import write_text_atomic
+from webtag.config import dump_config
+
+from . import checkpoint as ckpt
+from .config import PretrainConfig
+from .data import DataInfo, inspect_data
+from .losses import batch_targets, build_loss
+from .metrics import MetricsLog, precision_at_k
+from .model import BACKBONE_WEIGHTS, build_model, save_backbone
+from .optim import ModelEma, build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+CONTROL_ENV = "WEBTAG_CONTROL_DIR"   # set by slurm/pretrain.sh: the trap writes <dir>/stop, we write <dir>/status
+SHARD_LOG = "shards-rank{rank}.jsonl"
+FINISHED = "finished.json"
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or inf: the run stops; the last checkpoint stays the last good one."""
+
+
+class StopRequest:
+    """A stop asked for by a signal (SIGUSR1: Slurm's warning before the time limit; SIGTERM) or
+    by the control file ``$WEBTAG_CONTROL_DIR/stop``."""
+
+    def __init__(self):
+        self.signalled: str | None = None
+        control = os.environ.get(CONTROL_ENV)
+        self.control_dir = Path(control) if control else None
+        self._old = {}
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. a notebook): the control file still works
+                pass
+
+    def _handle(self, signum, frame):
+        self.signalled = signal.Signals(signum).name
+
+    def requested(self) -> bool:
+        return bool(self.signalled) or bool(self.control_dir and (self.control_dir / "stop").exists())
+
+    def status(self, text: str) -> None:
+        if self.control_dir:
+            self.control_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.control_dir / "status", text + "\n")
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class Trainer:
+    """Builds everything from a :class:`PretrainConfig`, then :meth:`fit` trains.
+
+    ``step`` counts optimizer steps; an epoch is one pass of the loader over the training shards.
+    The run lasts ``train.max_steps`` optimizer steps, else ``epochs x steps per epoch``; a resumed
+    run ends at the same step as an uninterrupted one."""
+
+    def __init__(self, cfg: PretrainConfig):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        self.cfg = cfg
+        tc = cfg.train
+        self.info: DataInfo = inspect_data(cfg.data, cfg.model)   # refuse a mismatch before anything runs
+        if tc.grad_accum < 1:
+            raise ValueError(f"train.grad_accum={tc.grad_accum}: must be >= 1")
+        self.accelerator = acc = Accelerator(mixed_precision=tc.mixed_precision,
+                                             gradient_accumulation_steps=tc.grad_accum,
+                                             step_scheduler_with_optimizer=False)
+        self.device = acc.device
+        self.out = Path(tc.output_dir)
+        set_seed(tc.seed)
+        model = build_model(cfg.model, self.info.num_outputs)
+        if cfg.model.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.loader = ShardLoader(self.info.train_dir, cfg.loader, rank=acc.process_index,
+                                  world_size=acc.num_processes, n_keywords=self.info.num_keywords,
+                                  shards=self.info.train_shards)
+        self.micro_per_epoch = len(self.loader)
+        self.steps_per_epoch = max(1, self.micro_per_epoch // tc.grad_accum)
+        self.total_steps = tc.max_steps or max(1, (tc.epochs * self.micro_per_epoch) // tc.grad_accum)
+        optimizer = build_optimizer(model, cfg.optim)
+        self.scheduler = build_scheduler(optimizer, cfg.optim, self.total_steps, self.steps_per_epoch)
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        acc.register_for_checkpointing(self.scheduler)
+        self.ema = None
+        if cfg.optim.ema_decay:
+            self.ema = ModelEma(acc.unwrap_model(self.model), cfg.optim.ema_decay)
+            acc.register_for_checkpointing(self.ema)
+        if cfg.model.compile:
+            self.model = torch.compile(self.model, mode=cfg.model.compile_mode)
+        self.augment = GpuAugment(cfg.augment.jitter).to(self.device)
+        self.loss_fn = build_loss(cfg.loss)
+        self.step = 0
+        self.images_seen = 0
+        self.metrics: MetricsLog | None = None
+        self.stop = StopRequest()
+        self.effective_batch = cfg.loader.batch_size * acc.num_processes * tc.grad_accum
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def _images(self, batch: dict, train: bool) -> torch.Tensor:
+        if self.cfg.loader.decode == "gpu":
+            images = gpu_decode(batch, self.cfg.loader.image_size, self.device)
+        else:
+            images = batch["image"].to(self.device, non_blocking=True)
+        x = self.augment(images, train=train)
+        return x if self.cfg.model.channels_last else x.contiguous()
+
+    def _targets(self, batch: dict) -> torch.Tensor:
+        return batch_targets(batch, self.cfg.data.target, self.info.num_outputs, self.device)
+
+    # ------------------------------------------------------------------------------------------
+    def _start(self) -> None:
+        acc, tc = self.accelerator, self.cfg.train
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.out / "config.yaml", dump_config(self.cfg))
+        acc.wait_for_everyone()
+        resume = ckpt.resolve_resume(tc.resume, self.out)
+        if resume is not None:
+            state = ckpt.read_state(resume)
+            acc.load_state(str(resume))
+            self.step = int(state["step"])
+            self.images_seen = int(state.get("images_seen", 0))
+            self.loader.load_state_dict(state["loader"])
+            log.info("resumed from %s: step %d, epoch %d, %d shards of the epoch already consumed",
+                     resume, self.step, state["loader"]["epoch"], len(state["loader"]["consumed"]))
+        if self.is_main:
+            self.metrics = MetricsLog(self.out, tensorboard=tc.tensorboard)
+            self.metrics.truncate_after(self.step)
+        log.info("model %s, head %d (%s), %d processes (%s), per-device batch %d x %d devices x %d "
+                 "accumulation steps = effective batch %d; %d training shards (%d images), %d held out; "
+                 "%d steps (%d per epoch)",
+                 self.cfg.model.name, self.info.num_outputs, self.cfg.data.target, acc.num_processes,
+                 acc.distributed_type, self.cfg.loader.batch_size, acc.num_processes, tc.grad_accum,
+                 self.effective_batch, len(self.info.train_shards), self.info.train_samples,
+                 len(self.info.holdout_shards), self.total_steps, self.steps_per_epoch)
+
+    def _agree(self, nonfinite: torch.Tensor) -> tuple[bool, bool]:
+        """All ranks: (a non-finite loss anywhere, a stop requested anywhere)."""
+        flags = torch.stack([nonfinite.float().reshape(()).to(self.device),
+                             torch.tensor(float(self.stop.requested()), device=self.device)])
+        flags = self.accelerator.reduce(flags, reduction="sum")
+        return bool(flags[0] > 0), bool(flags[1] > 0)
+
+    def save_checkpoint(self) -> Path:
+        acc = self.accelerator
+        tmp = ckpt.tmp_dir(self.out, self.step)
+        if self.is_main and tmp.exists():
+            import shutil
+            shutil.rmtree(tmp)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        from accelerate.utils import gather_object
+        loader_state = merge_states(gather_object([self.loader.state_dict()]))
+        acc.wait_for_everyone()
+        final = ckpt.checkpoint_root(self.out) / ckpt.checkpoint_name(self.step)
+        if self.is_main:
+            final = ckpt.finish(tmp, {"step": self.step, "images_seen": self.images_seen, "loader": loader_state,
+                                      "total_steps": self.total_steps, "config": asdict(self.cfg)},
+                                self.cfg.train.keep_checkpoints)
+            log.info("checkpoint %s", final)
+        acc.wait_for_everyone()
+        return final
+
+    # ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Loss and precision@k on the held-out shards (padding samples excluded)."""
+        holdout = self.info.holdout_shards
+        if not holdout:
+            return {}
+        acc = self.accelerator
+        shared = len(holdout) >= acc.num_processes   # else the main process evaluates alone
+        if not shared and not self.is_main:
+            return {}
+        ecfg = replace(self.cfg.loader, train=False, sampling="instance", repeat_aug=1,
+                       workers=min(self.cfg.loader.workers, max(1, len(holdout) // (acc.num_processes if shared else 1))))
+        loader = ShardLoader(self.info.train_dir, ecfg, rank=acc.process_index if shared else 0,
+                             world_size=acc.num_processes if shared else 1, shards=holdout)
+        model = acc.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        ks = self.cfg.train.precision_at
+        sums = torch.zeros(len(ks) + 2, device=self.device)   # [images, loss sum, p@k sums...]
+        for i, batch in enumerate(loader):
+            if self.cfg.data.eval_batches and i >= self.cfg.data.eval_batches:
+                break
+            keep = ~batch["padding"].to(self.device)
+            with acc.autocast():
+                logits = model(self._images(batch, train=False))
+            logits, targets = logits.float()[keep], self._targets(batch)[keep]
+            p = precision_at_k(logits, targets, ks)
+            n = p[0]
+            sums[0] += n
+            sums[1] += self.loss_fn(logits, targets) * n
+            for j, k in enumerate(ks):
+                sums[2 + j] += p[k]
+        model.train(was_training)
+        if shared:
+            sums = acc.reduce(sums, reduction="sum")
+        n = float(sums[0].clamp_min(1))
+        out = {"holdout_loss": float(sums[1]) / n}
+        out.update({f"holdout_p@{k}": float(sums[2 + j]) / n for j, k in enumerate(ks)})
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    def fit(self) -> str:
+        """Train to the last step, or until a stop request. Returns "finished" or "stopped"."""
+        acc, tc = self.accelerator, self.cfg.train
+        self._start()
+        self.stop.status("running")
+        shard_log = self.out / SHARD_LOG.format(rank=acc.process_index)
+        if self.step == 0 and shard_log.exists():
+            shard_log.unlink()
+        last_saved = self.step if self.step else -1
+        result = "finished"
+        window_t0, waited, window_images = time.perf_counter(), 0.0, 0
+        loss_sum = torch.zeros((), device=self.device)
+        nonfinite = torch.zeros((), device=self.device)
+        loss_count = 0
+        try:
+            from tqdm import tqdm
+            bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.is_main and tc.progress),
+                       desc="pretrain", unit="step", dynamic_ncols=True, mininterval=2.0)
+            self.model.train()
+            while self.step < self.total_steps and result == "finished":
+                epoch = self.loader.epoch
+                it = iter(self.loader)
+                while self.step < self.total_steps:
+                    t0 = time.perf_counter()
+                    batch = next(it, None)
+                    waited += time.perf_counter() - t0
+                    if batch is None:
+                        break
+                    done = self.loader.last_done
+                    if done:
+                        with open(shard_log, "a", encoding="utf-8") as fh:
+                            fh.write(json.dumps({"epoch": epoch, "step": self.step + 1, "shards": done}) + "\n")
+                    images = self._images(batch, train=True)
+                    targets = self._targets(batch)
+                    with acc.accumulate(self.model):
+                        logits = self.model(images)
+                        loss = self.loss_fn(logits, targets)
+                        acc.backward(loss)
+                        if acc.sync_gradients and self.cfg.optim.clip_grad:
+                            acc.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)
+                        self.optimizer.step()
+                        self.optimizer.zero_grad(set_to_none=True)
+                    d = loss.detach()
+                    nonfinite += (~torch.isfinite(d)).float()
+                    loss_sum += torch.nan_to_num(d, nan=0.0, posinf=0.0, neginf=0.0)
+                    loss_count += 1
+                    window_images += images.shape[0] * acc.num_processes
+                    if not acc.sync_gradients:
+                        continue
+                    self.scheduler.step()
+                    if self.ema is not None:
+                        self.ema.update(acc.unwrap_model(self.model))
+                    self.step += 1
+                    self.images_seen += self.effective_batch
+                    bar.update(1)
+                    last = self.step >= self.total_steps
+                    due_ckpt = bool(tc.checkpoint_every) and self.step % tc.checkpoint_every == 0
+                    due_eval = bool(tc.eval_every) and self.step % tc.eval_every == 0
+                    if not (last or due_ckpt or due_eval or self.step % tc.log_every == 0):
+                        continue
+                    bad, stop = self._agree(nonfinite)
+                    if bad:
+                        good = ckpt.list_checkpoints(self.out)
+                        raise NonFiniteLoss(
+                            f"the loss became NaN/inf before step {self.step} (checked every {tc.log_every} "
+                            f"steps); nothing was saved after it. Last good checkpoint: "
+                            f"{good[-1] if good else 'none'}. Lower optim.lr, set optim.clip_grad, or check the data.")
+                    elapsed = time.perf_counter() - window_t0
+                    row = {"epoch": epoch, "loss": float(acc.reduce(loss_sum, reduction="mean")) / max(1, loss_count),
+                           "lr": self.scheduler.get_last_lr()[0],
+                           "images_per_s": window_images / max(elapsed, 1e-9),
+                           "data_wait": waited / max(elapsed, 1e-9),
+                           "images_seen": self.images_seen,
+                           "bad_samples": self.loader.bad_samples}
+                    if due_eval or last:
+                        row.update(self.evaluate())
+                        acc.wait_for_everyone()
+                    if self.is_main:
+                        self.metrics.log(self.step, row)
+                        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.3g}",
+                                        img_s=f"{row['images_per_s']:.0f}", wait=f"{row['data_wait']:.0%}")
+                        if not tc.progress:
+                            log.info("step %d/%d %s", self.step, self.total_steps,
+                                     " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                              for k, v in row.items()))
+                    if due_ckpt or (stop and not last):
+                        self.save_checkpoint()
+                        last_saved = self.step
+                    if stop and not last:
+                        log.warning("stop requested (%s): checkpoint saved at step %d, exiting",
+                                    self.stop.signalled or "control file", self.step)
+                        result = "stopped"
+                        break
+                    window_t0, waited, window_images = time.perf_counter(), 0.0, 0
+                    loss_sum.zero_()
+                    loss_count = 0
+                del it
+            bar.close()
+            if result == "finished":
+                if last_saved != self.step:
+                    self.save_checkpoint()
+                self._finish()
+        except BaseException:
+            self.stop.status("failed")
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.close()
+            self.stop.restore()
+        self.stop.status(result)
+        return result
+
+    def _finish(self) -> None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if self.is_main:
+            extra = {"target": self.cfg.data.target, "num_outputs": self.info.num_outputs,
+                     "step": self.step, "labels": str(Path(self.cfg.data.labels).resolve())}
+            save_backbone(acc.unwrap_model(self.model), self.out, self.cfg.model.name, extra)
+            if self.ema is not None:
+                save_backbone(self.ema.module, self.out / "ema", self.cfg.model.name, extra)
+            summary = {"step": self.step, "images_seen": self.images_seen,
+                       "backbone": str(self.out / BACKBONE_WEIGHTS),
+                       "last_metrics": self.metrics.rows[-1] if self.metrics and self.metrics.rows else {}}
+            write_text_atomic(self.out / FINISHED, json.dumps(summary, indent=2) + "\n")
+            log.info("finished: %d steps; backbone weights in %s", self.step, self.out / BACKBONE_WEIGHTS)
+        acc.wait_for_everyone()
+
