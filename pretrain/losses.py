@@ -3,7 +3,9 @@
 Batches carry sparse labels packed as (flat ids, offsets) (pipeline.loader.collate);
 :func:`dense_targets` turns them into a ``B x C`` matrix on the device, per batch, with one
 scatter. Every loss takes logits ``z`` (B x C) and such a target matrix and returns the mean over
-the images that have at least one target (an image without keywords adds nothing).
+all images of the batch; an image without targets (no keywords) contributes 0. Dividing by the
+batch size, not by the number of labelled images, keeps gradient accumulation exact: k
+micro-batches of b give the gradient of one batch of k*b.
 """
 from __future__ import annotations
 
@@ -41,37 +43,38 @@ def check_ids(ids: torch.Tensor, num_classes: int) -> None:
                          "with another vocabulary or class list than the head was sized for")
 
 
-def _mean_over_labelled(per_image: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def _batch_mean(per_image: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch; rows without targets are 0 by construction of each loss."""
     has = (targets.sum(dim=1) > 0).to(per_image.dtype)
-    return (per_image * has).sum() / has.sum().clamp_min(1.0)
+    return (per_image * has).sum() / max(1, per_image.shape[0])
 
 
 class SoftTargetCrossEntropy(nn.Module):
     """WT-Set (methods.md section 2): ``L = -(1/|P|) sum_{k in P} log softmax(z)_k``; with the
     target row ``t`` (1/|P| on P) that is ``L = -sum_k t_k log softmax(z)_k``. The same form with
     the label weights ``t = w`` (``sum_k w_k = 1``) is LW-Set's weighted cross entropy
-    (section 3): ``L = -sum_k w_k log softmax(z)_k``. Averaged over the images with targets."""
+    (section 3): ``L = -sum_k w_k log softmax(z)_k``. Averaged over the batch."""
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logp = F.log_softmax(logits.float(), dim=1)
-        return _mean_over_labelled(-(targets * logp).sum(dim=1), targets)
+        return _batch_mean(-(targets * logp).sum(dim=1), targets)
 
 
 class BinaryCrossEntropy(nn.Module):
     """Per-label sigmoids: ``L = -sum_k [y_k log s(z_k) + (1 - y_k) log(1 - s(z_k))]`` with
-    ``y_k = 1`` for k in P; summed over labels, averaged over images with targets."""
+    ``y_k = 1`` for k in P; summed over labels, averaged over the batch."""
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         y = (targets > 0).float()
         per = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none").sum(dim=1)
-        return _mean_over_labelled(per, targets)
+        return _batch_mean(per, targets)
 
 
 class AsymmetricLoss(nn.Module):
     """Asymmetric loss (Ridnik et al., ICCV 2021, eq. 1-4): with ``p = sigmoid(z)`` and the shifted
     probability ``p_m = max(p - m, 0)``,
     ``L+ = (1 - p)^gamma_pos log(p)``, ``L- = p_m^gamma_neg log(1 - p_m)`` and
-    ``L = -sum_k [y_k L+ + (1 - y_k) L-]``; summed over labels, averaged over images with targets.
+    ``L = -sum_k [y_k L+ + (1 - y_k) L-]``; summed over labels, averaged over the batch.
     Defaults gamma_neg = 4, gamma_pos = 0, m = 0.05 (the paper's)."""
 
     def __init__(self, gamma_neg: float = 4.0, gamma_pos: float = 0.0, clip: float = 0.05, eps: float = 1e-8):
@@ -85,7 +88,7 @@ class AsymmetricLoss(nn.Module):
         pos = (1 - p).pow(self.gamma_pos) * torch.log(p.clamp_min(self.eps))
         neg = p_m.pow(self.gamma_neg) * torch.log((1 - p_m).clamp_min(self.eps))
         per = -(y * pos + (1 - y) * neg).sum(dim=1)
-        return _mean_over_labelled(per, targets)
+        return _batch_mean(per, targets)
 
 
 def build_loss(cfg: LossConfig) -> nn.Module:

@@ -81,6 +81,24 @@ class StopRequest:
             signal.signal(sig, old)
 
 
+def _truncate_shard_log(path: Path, step: int) -> None:
+    """The shards log of a rank (one line per batch that finished shards) keeps only the lines up
+    to ``step``: what a killed run read after its last checkpoint is read again after the resume."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+
+    def before(line: str) -> bool:
+        try:
+            return json.loads(line)["step"] <= step
+        except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+            return False
+
+    keep = [ln for ln in lines if before(ln)]
+    if len(keep) != len(lines):
+        write_text_atomic(path, "".join(ln + "\n" for ln in keep))
+
+
 class Trainer:
     """Builds everything from a :class:`PretrainConfig`, then :meth:`fit` trains.
 
@@ -203,7 +221,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Loss and precision@k on the held-out shards (padding samples excluded)."""
+        """Loss and precision@k on the held-out shards, averaged over the images that have targets
+        (padding samples excluded)."""
         holdout = self.info.holdout_shards
         if not holdout:
             return {}
@@ -230,7 +249,7 @@ class Trainer:
             p = precision_at_k(logits, targets, ks)
             n = p[0]
             sums[0] += n
-            sums[1] += self.loss_fn(logits, targets) * n
+            sums[1] += self.loss_fn(logits, targets) * logits.shape[0]   # a batch mean -> a sum
             for j, k in enumerate(ks):
                 sums[2 + j] += p[k]
         model.train(was_training)
@@ -248,8 +267,7 @@ class Trainer:
         self._start()
         self.stop.status("running")
         shard_log = self.out / SHARD_LOG.format(rank=acc.process_index)
-        if self.step == 0 and shard_log.exists():
-            shard_log.unlink()
+        _truncate_shard_log(shard_log, self.step)
         last_saved = self.step if self.step else -1
         result = "finished"
         window_t0, waited, window_images = time.perf_counter(), 0.0, 0
@@ -331,7 +349,7 @@ class Trainer:
                         self.save_checkpoint()
                         last_saved = self.step
                     if stop and not last:
-                        log.warning("stop requested (%s): checkpoint saved at step %d, exiting",
+                        (log.warning if self.is_main else log.info)("stop requested (%s): checkpoint saved at step %d, exiting",
                                     self.stop.signalled or "control file", self.step)
                         result = "stopped"
                         break

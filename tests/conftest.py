@@ -49,3 +49,21 @@ def wn():
 
 def pytest_configure(config):
     os.environ.setdefault("WEBTAG_LOG", "WARNING")
+
+
+@pytest.fixture(scope="session")
+def shards_v1(example_v1, mined_v1, tmp_path_factory) -> Path:
+    """example_v1's train and val shards, small ones (several per rank for 2 ranks)."""
+    from pipeline.shards import ShardConfig, shard_all
+    out = tmp_path_factory.mktemp("shards") / "v1"
+    shard_all(example_v1, mined_v1, out, ShardConfig(max_size=100_000), workers=1, num_parts=2)
+    return out
+
+
+PRETRAIN_EXAMPLE = REPO / "configs" / "pretrain" / "example.yaml"
+
+
+def pretrain_overrides(shards: Path, mined: Path, out: Path, *extra: str) -> list[str]:
+    """key=value overrides that point configs/pretrain/example.yaml at test data."""
+    return [f"data.shards={shards}", f"data.labels={mined}", f"train.output_dir={out}",
+            "train.progress=false", "train.tensorboard=false", *extra]
