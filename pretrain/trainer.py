@@ -164,6 +164,28 @@ class Trainer:
     def _targets(self, batch: dict) -> torch.Tensor:
         return batch_targets(batch, self.cfg.data.target, self.info.num_outputs, self.device)
 
+    def train_micro_batch(self, batch: dict) -> tuple[torch.Tensor, int, bool]:
+        """One micro-batch: forward, backward, and the optimizer/scheduler/EMA step when this
+        micro-batch completes an accumulation. Returns (the loss, detached and not synchronised;
+        images; whether the optimizer stepped)."""
+        acc = self.accelerator
+        images = self._images(batch, train=True)
+        targets = self._targets(batch)
+        with acc.accumulate(self.model):
+            logits = self.model(images)
+            loss = self.loss_fn(logits, targets)
+            acc.backward(loss)
+            if acc.sync_gradients and self.cfg.optim.clip_grad:
+                acc.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        stepped = acc.sync_gradients
+        if stepped:
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update(acc.unwrap_model(self.model))
+        return loss.detach(), images.shape[0], stepped
+
     # ------------------------------------------------------------------------------------------
     def _start(self) -> None:
         acc, tc = self.accelerator, self.cfg.train
@@ -292,26 +314,13 @@ class Trainer:
                     if done:
                         with open(shard_log, "a", encoding="utf-8") as fh:
                             fh.write(json.dumps({"epoch": epoch, "step": self.step + 1, "shards": done}) + "\n")
-                    images = self._images(batch, train=True)
-                    targets = self._targets(batch)
-                    with acc.accumulate(self.model):
-                        logits = self.model(images)
-                        loss = self.loss_fn(logits, targets)
-                        acc.backward(loss)
-                        if acc.sync_gradients and self.cfg.optim.clip_grad:
-                            acc.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)
-                        self.optimizer.step()
-                        self.optimizer.zero_grad(set_to_none=True)
-                    d = loss.detach()
+                    d, n_images, stepped = self.train_micro_batch(batch)
                     nonfinite += (~torch.isfinite(d)).float()
                     loss_sum += torch.nan_to_num(d, nan=0.0, posinf=0.0, neginf=0.0)
                     loss_count += 1
-                    window_images += images.shape[0] * acc.num_processes
-                    if not acc.sync_gradients:
+                    window_images += n_images * acc.num_processes
+                    if not stepped:
                         continue
-                    self.scheduler.step()
-                    if self.ema is not None:
-                        self.ema.update(acc.unwrap_model(self.model))
                     self.step += 1
                     self.images_seen += self.effective_batch
                     bar.update(1)

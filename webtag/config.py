@@ -49,6 +49,11 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {value!r} matches none of {_type_name(tp)}")
     if origin is Literal:
         allowed = get_args(tp)
+        if isinstance(value, bool):  # YAML 1.1 reads a bare no/off/yes/on as a boolean
+            for word in (("no", "off", "false") if not value else ("yes", "on", "true")):
+                if word in allowed:
+                    value = word
+                    break
         if value not in allowed:
             raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
         return value

@@ -54,3 +54,17 @@ def test_wrong_types_are_errors():
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(Outer, tmp_path / "nope.yaml")
+
+
+def test_yaml_no_reads_as_the_literal_word(tmp_path):
+    @dataclass
+    class Precision:
+        mixed_precision: Literal["no", "bf16"] = "bf16"
+        switch: Literal["on", "off"] = "on"
+
+    f = tmp_path / "p.yaml"
+    f.write_text("mixed_precision: no\nswitch: off\n")   # YAML 1.1 booleans
+    cfg = load_config(Precision, f)
+    assert cfg.mixed_precision == "no" and cfg.switch == "off"
+    with pytest.raises(ConfigError, match="not one of"):
+        load_config(Precision, None, ["mixed_precision=yes"])
