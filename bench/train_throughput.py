@@ -98,8 +98,7 @@ def main() -> None:
         trainer.train_micro_batch(batch)
 
     # synthetic: one real batch, resident on the device
-    batch = next(iter(trainer.loader))
-    batch = {k: (v.to(device) if isinstance(v, torch.Tensor) and k == "image" else v) for k, v in batch.items()}
+    batch = next(trainer.device_batches(trainer.loader))
 
     def synthetic() -> float:
         for _ in range(args.warmup):
@@ -129,18 +128,16 @@ def main() -> None:
     print(f"loader alone: {loader_alone:.0f} images/s ({args.workers} workers)", flush=True)
 
     # the real thing
-    it = fresh_epoch(trainer.loader)
+    it = trainer.device_batches(fresh_epoch(trainer.loader))   # the trainer's own feed (side-stream copies)
     for _ in range(args.warmup):
         step(next(it))
     sync(device)
-    waited = 0.0
+    trainer._waited = 0.0
     t0 = time.perf_counter()
     for _ in range(args.steps):
-        tw = time.perf_counter()
-        b = next(it)
-        waited += time.perf_counter() - tw
-        step(b)
+        step(next(it))
     sync(device)
+    waited = trainer._waited
     elapsed = time.perf_counter() - t0
     real = args.steps * args.batch / elapsed
     synth.append(synthetic())   # again after: the device's clocks drift; take the better one

@@ -463,11 +463,19 @@ class _EpochDataset(IterableDataset):
 
     def _batch(self, items, images, done, bad):
         if self.cfg.decode == "gpu":
-            raw = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d, _ in images]
+            # all JPEGs in one tensor (one shared-memory transfer, not one per image) + offsets
+            sizes = [len(d) for d, _ in images]
+            offsets = torch.zeros(len(sizes) + 1, dtype=torch.int64)
+            offsets[1:] = torch.cumsum(torch.tensor(sizes, dtype=torch.int64), 0)
+            data = torch.empty(int(offsets[-1]), dtype=torch.uint8)
+            view, pos = data.numpy(), 0
+            for (d, _), n in zip(images, sizes):
+                view[pos:pos + n] = np.frombuffer(d, dtype=np.uint8)
+                pos += n
             boxes = torch.tensor([[*box] for _, crops in images for box, _ in crops], dtype=torch.float32)
             flips = torch.tensor([f for _, crops in images for _, f in crops], dtype=torch.bool)
             batch = collate(items, None)
-            batch.update(jpeg=raw, boxes=boxes, flips=flips)
+            batch.update(jpeg_data=data, jpeg_offsets=offsets, boxes=boxes, flips=flips)
         else:
             # one copy of each image into the batch, laid out N x H x W x C: the B x 3 x H x W view
             # handed out is channels_last, the layout the model wants
@@ -486,12 +494,15 @@ class _EpochDataset(IterableDataset):
 
 
 def gpu_decode(batch: dict, image_size: int, device) -> torch.Tensor:
-    """decode="gpu": nvJPEG-decode the batch's JPEGs on ``device`` and cut every crop box with one
+    """decode="gpu": nvJPEG-decode the batch's JPEGs (``jpeg_data``, one uint8 tensor on the CPU, cut
+    at ``jpeg_offsets``) on ``device`` and cut every crop box with one
     batched roi_align (images padded to a common size), then flip. Returns uint8 B x 3 x S x S."""
     from torchvision.io import ImageReadMode, decode_jpeg
     from torchvision.ops import roi_align
 
-    decoded = decode_jpeg(batch["jpeg"], mode=ImageReadMode.RGB, device=device)
+    data, offsets = batch["jpeg_data"].cpu(), batch["jpeg_offsets"].tolist()
+    jpegs = [data[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+    decoded = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)
     n_img = len(decoded)
     m = len(batch["boxes"]) // n_img
     hmax = max(d.shape[1] for d in decoded)

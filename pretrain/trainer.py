@@ -16,6 +16,7 @@ position included (pipeline.loader: no shard read twice in the epoch, none skipp
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ import signal
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -34,7 +36,7 @@ from webtag.config import dump_config
 from . import checkpoint as ckpt
 from .config import PretrainConfig
 from .data import DataInfo, inspect_data
-from .losses import batch_targets, build_loss
+from .losses import batch_targets, build_loss, check_ids
 from .metrics import MetricsLog, precision_at_k
 from .model import BACKBONE_WEIGHTS, build_model, save_backbone
 from .optim import ModelEma, build_optimizer, build_scheduler
@@ -146,6 +148,8 @@ class Trainer:
         self.images_seen = 0
         self.metrics: MetricsLog | None = None
         self.stop = StopRequest()
+        self._waited = 0.0                  # seconds blocked on the loader (data-wait share)
+        self._pending_done: list[str] = []  # shards finished by a prefetched, untrained batch
         self.effective_batch = cfg.loader.batch_size * acc.num_processes * tc.grad_accum
 
     # ------------------------------------------------------------------------------------------
@@ -160,6 +164,48 @@ class Trainer:
             images = batch["image"].to(self.device, non_blocking=True)
         x = self.augment(images, train=train)
         return x if self.cfg.model.channels_last else x.contiguous()
+
+    def device_batches(self, batches) -> Iterator[dict]:
+        """The loader's batches with their tensors on the device (JPEG bytes of decode=gpu stay on
+        the CPU: nvJPEG reads them there). On CUDA the next batch is copied on a side stream while
+        the current one trains, so the copy is off the compute stream's critical path; the
+        loader position saved in a checkpoint leaves out the shards finished by that prefetched,
+        not yet trained batch (``self._pending_done``)."""
+        cuda = self.device.type == "cuda"
+        stream = torch.cuda.Stream(self.device) if cuda else None
+        it = iter(batches)
+        ids_key = "keyword_ids" if self.cfg.data.target == "keywords" else "label_ids"
+
+        def fetch():
+            t0 = time.perf_counter()
+            batch = next(it, None)
+            self._waited += time.perf_counter() - t0
+            if batch is None:
+                return None
+            batch["_done"] = list(self.loader.last_done)
+            check_ids(batch[ids_key], self.info.num_outputs)   # on the CPU: no device sync
+            with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
+                for key, value in batch.items():
+                    if isinstance(value, torch.Tensor) and key not in ("jpeg_data", "jpeg_offsets"):
+                        batch[key] = value.to(self.device, non_blocking=True)
+            return batch
+
+        nxt = fetch()
+        while nxt is not None:
+            current = nxt
+            if cuda:
+                main = torch.cuda.current_stream(self.device)
+                main.wait_stream(stream)
+                for value in current.values():
+                    if isinstance(value, torch.Tensor) and value.is_cuda:
+                        value.record_stream(main)   # the allocator must not reuse it early
+                nxt = fetch()
+                self._pending_done = nxt["_done"] if nxt is not None else []
+            else:
+                nxt = None
+            yield current
+            if not cuda:
+                nxt = fetch()
 
     def _targets(self, batch: dict) -> torch.Tensor:
         return batch_targets(batch, self.cfg.data.target, self.info.num_outputs, self.device)
@@ -229,7 +275,9 @@ class Trainer:
         acc.wait_for_everyone()
         acc.save_state(str(tmp))
         from accelerate.utils import gather_object
-        loader_state = merge_states(gather_object([self.loader.state_dict()]))
+        mine = self.loader.state_dict()
+        mine["consumed"] = sorted(set(mine["consumed"]) - set(self._pending_done))
+        loader_state = merge_states(gather_object([mine]))
         acc.wait_for_everyone()
         final = ckpt.checkpoint_root(self.out) / ckpt.checkpoint_name(self.step)
         if self.is_main:
@@ -292,7 +340,8 @@ class Trainer:
         _truncate_shard_log(shard_log, self.step)
         last_saved = self.step if self.step else -1
         result = "finished"
-        window_t0, waited, window_images = time.perf_counter(), 0.0, 0
+        window_t0, window_images = time.perf_counter(), 0
+        self._waited = 0.0
         loss_sum = torch.zeros((), device=self.device)
         nonfinite = torch.zeros((), device=self.device)
         loss_count = 0
@@ -303,14 +352,12 @@ class Trainer:
             self.model.train()
             while self.step < self.total_steps and result == "finished":
                 epoch = self.loader.epoch
-                it = iter(self.loader)
+                it = self.device_batches(self.loader)
                 while self.step < self.total_steps:
-                    t0 = time.perf_counter()
                     batch = next(it, None)
-                    waited += time.perf_counter() - t0
                     if batch is None:
                         break
-                    done = self.loader.last_done
+                    done = batch.pop("_done")
                     if done:
                         with open(shard_log, "a", encoding="utf-8") as fh:
                             fh.write(json.dumps({"epoch": epoch, "step": self.step + 1, "shards": done}) + "\n")
@@ -340,7 +387,7 @@ class Trainer:
                     row = {"epoch": epoch, "loss": float(acc.reduce(loss_sum, reduction="mean")) / max(1, loss_count),
                            "lr": self.scheduler.get_last_lr()[0],
                            "images_per_s": window_images / max(elapsed, 1e-9),
-                           "data_wait": waited / max(elapsed, 1e-9),
+                           "data_wait": self._waited / max(elapsed, 1e-9),
                            "images_seen": self.images_seen,
                            "bad_samples": self.loader.bad_samples}
                     if due_eval or last:
@@ -362,10 +409,12 @@ class Trainer:
                                     self.stop.signalled or "control file", self.step)
                         result = "stopped"
                         break
-                    window_t0, waited, window_images = time.perf_counter(), 0.0, 0
+                    window_t0, window_images = time.perf_counter(), 0
+                    self._waited = 0.0
                     loss_sum.zero_()
                     loss_count = 0
-                del it
+                it.close()
+                self._pending_done = []
             bar.close()
             if result == "finished":
                 if last_saved != self.step:

@@ -239,7 +239,7 @@ def test_gpu_path_on_cpu(shards):
     base = dict(batch_size=6, workers=1, train=False, image_size=64)
     ref = next(iter(ShardLoader(shards / "val", LoaderConfig(**base))))
     raw = next(iter(ShardLoader(shards / "val", LoaderConfig(**base, decode="gpu"))))
-    assert raw["image"] is None and len(raw["jpeg"]) == 6 and raw["boxes"].shape == (6, 4)
+    assert raw["image"] is None and len(raw["jpeg_offsets"]) == 7 and raw["boxes"].shape == (6, 4)
     out = gpu_decode(raw, 64, "cpu")
     assert out.shape == (6, 3, 64, 64) and out.dtype == torch.uint8
     assert (out.float() - ref["image"].float()).abs().mean() < 12
