@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--precision", choices=["bf16", "no"], default=None, help="default: bf16 on a GPU, no on CPU")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--compile-mode", default=None, help="e.g. reduce-overhead, max-autotune")
+    ap.add_argument("--worker-nice", type=int, default=0, help="niceness increment of the loader workers")
     ap.add_argument("--no-channels-last", action="store_true")
     ap.add_argument("--shuffle-buffer", type=int, default=2000)
     ap.add_argument("--workdir", default=None)
@@ -82,6 +84,7 @@ def main() -> None:
         f"data.shards={data['shards']}", f"data.labels={data['mined']}", f"data.target={args.target}",
         "data.holdout_shards=0", f"model.name={args.model}", f"model.compile={str(args.compile).lower()}",
         f"model.channels_last={str(not args.no_channels_last).lower()}",
+        f"model.compile_mode={args.compile_mode or 'null'}", f"loader.worker_nice={args.worker_nice}",
         f"loss.name={'soft_ce' if args.target == 'keywords' else 'weighted_ce'}",
         "optim.name=sgd", "optim.lr=0.01", "optim.schedule=constant",
         f"loader.batch_size={args.batch}", f"loader.workers={args.workers}", f"loader.image_size={args.image_size}",
@@ -99,6 +102,9 @@ def main() -> None:
 
     # synthetic: one real batch, resident on the device
     batch = next(trainer.device_batches(trainer.loader))
+    if batch.get("image") is None:   # decode=gpu: the ceiling is the step on decoded images
+        from pipeline.loader import gpu_decode
+        batch["image"] = gpu_decode(batch, args.image_size, device)
 
     def synthetic() -> float:
         for _ in range(args.warmup):
@@ -144,7 +150,8 @@ def main() -> None:
     ceiling = max(synth)
     name = torch.cuda.get_device_name(device) if cuda else f"CPU ({os.cpu_count()} cores)"
     print(f"\n{args.model}, batch {args.batch}, {args.image_size}px, {precision}, "
-          f"{'compiled' if args.compile else 'eager'}, "
+          f"{('compiled ' + (args.compile_mode or 'default')) if args.compile else 'eager'}, "
+          f"worker nice +{args.worker_nice}, "
           f"{'channels_last' if not args.no_channels_last else 'contiguous'}, head {trainer.info.num_outputs} "
           f"({args.target}), decode {args.decode}, {args.workers} loader workers on {os.cpu_count()} cores, {name}")
     print(f"synthetic in-memory batch: {ceiling:.0f} images/s (runs: {', '.join(f'{s:.0f}' for s in synth)})")

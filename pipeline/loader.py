@@ -63,6 +63,7 @@ class LoaderConfig:
     log_bad_every_s: float = 30.0
     pin_memory: bool = False
     prefetch_factor: int = 4
+    worker_nice: int = 0                  # raise the workers' niceness: the training process keeps its core
 
 
 # ---------------------------------------------------------------------------------------------
@@ -523,6 +524,18 @@ def gpu_decode(batch: dict, image_size: int, device) -> torch.Tensor:
 # The loader
 # ---------------------------------------------------------------------------------------------
 
+class _WorkerNice:
+    """worker_init_fn: lower the worker's scheduling priority, so that with as many busy workers
+    as cores the training process (which launches the GPU work) is not the one kept waiting."""
+
+    def __init__(self, increment: int):
+        self.increment = increment
+
+    def __call__(self, worker_id: int) -> None:
+        import os
+        os.nice(self.increment)
+
+
 def merge_states(states: list[dict]) -> dict:
     """One resumable state from every rank's ``state_dict()`` (e.g. accelerate's gather_object)."""
     epochs = {s["epoch"] for s in states}
@@ -601,6 +614,7 @@ class ShardLoader:
         workers = max(1, self.cfg.workers)
         ds = _EpochDataset(self.split_dir, self.cfg, plans, self.repeat, self.epoch, self.rank)
         dl = DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=self.cfg.pin_memory,
+                        worker_init_fn=_WorkerNice(self.cfg.worker_nice) if self.cfg.worker_nice else None,
                         prefetch_factor=self.cfg.prefetch_factor, persistent_workers=False,
                         multiprocessing_context="fork" if hasattr(__import__("os"), "fork") else None)
         for batch in dl:

@@ -158,7 +158,7 @@ class Trainer:
         return self.accelerator.is_main_process
 
     def _images(self, batch: dict, train: bool) -> torch.Tensor:
-        if self.cfg.loader.decode == "gpu":
+        if batch.get("image") is None:   # decode=gpu: JPEG bytes + crop boxes
             images = gpu_decode(batch, self.cfg.loader.image_size, self.device)
         else:
             images = batch["image"].to(self.device, non_blocking=True)
