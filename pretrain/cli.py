@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         trainer.fit()
+    except DataError as exc:   # e.g. resuming a checkpoint of another model
+        log.error("%s", exc)
+        return 2
     except NonFiniteLoss as exc:
         log.error("%s", exc)
         return 3

@@ -35,7 +35,7 @@ from webtag.config import dump_config
 
 from . import checkpoint as ckpt
 from .config import PretrainConfig
-from .data import DataInfo, inspect_data
+from .data import DataError, DataInfo, inspect_data
 from .losses import batch_targets, build_loss, check_ids
 from .metrics import MetricsLog, precision_at_k
 from .model import BACKBONE_WEIGHTS, build_model, save_backbone
@@ -242,6 +242,7 @@ class Trainer:
         resume = ckpt.resolve_resume(tc.resume, self.out)
         if resume is not None:
             state = ckpt.read_state(resume)
+            self._check_resume_config(resume, state.get("config", {}))
             acc.load_state(str(resume))
             self.step = int(state["step"])
             self.images_seen = int(state.get("images_seen", 0))
@@ -258,6 +259,20 @@ class Trainer:
                  acc.distributed_type, self.cfg.loader.batch_size, acc.num_processes, tc.grad_accum,
                  self.effective_batch, len(self.info.train_shards), self.info.train_samples,
                  len(self.info.holdout_shards), self.total_steps, self.steps_per_epoch)
+
+    def _check_resume_config(self, path: Path, saved: dict) -> None:
+        """A checkpoint continues only the same model on the same kind of targets; other changes
+        (more steps, another LR, another number of processes) are allowed and listed."""
+        now = asdict(self.cfg)
+        changed = sorted(f"{sec}.{key}: {saved[sec][key]!r} -> {now[sec][key]!r}"
+                         for sec in now if isinstance(now[sec], dict) and isinstance(saved.get(sec), dict)
+                         for key in now[sec] if key in saved[sec] and saved[sec][key] != now[sec][key])
+        fatal = [c for c in changed if c.split(":")[0] in ("model.name", "data.target", "data.labels")]
+        if fatal:
+            raise DataError(f"train.resume: {path} was trained with another setup ({'; '.join(fatal)}); "
+                            "use another train.output_dir, or train.resume=none to start over")
+        if changed:
+            log.warning("resuming %s with a changed config: %s", path, "; ".join(changed))
 
     def _agree(self, nonfinite: torch.Tensor) -> tuple[bool, bool]:
         """All ranks: (a non-finite loss anywhere, a stop requested anywhere)."""

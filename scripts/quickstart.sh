@@ -4,6 +4,9 @@
 #   data/example_mined    text mining: keywords, label weights, report (python -m text_mining run)
 #   data/example_shards   WebDataset shards of train and val (python -m pipeline shard), then one
 #                         epoch of the streaming loader over them
+#   runs/example-wt       WT-Set pretraining of a tiny model on them: 2 processes under Accelerate
+#                         (gloo on CPU; one process per GPU where there are GPUs), checkpoints,
+#                         metrics.csv, backbone.safetensors
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -17,7 +20,15 @@ fi
 "$PY" -m pipeline shard --webvision data/example --labels data/example_mined --out data/example_shards \
   --max-size 300KB --workers "${WORKERS:-2}"
 "$PY" -m pipeline loader-check --shards data/example_shards/train --batch-size 32 --workers 2 --sampling class
+if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  LAUNCH=(-m accelerate.commands.launch)
+else
+  LAUNCH=(-m accelerate.commands.launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no)
+  export ACCELERATE_USE_CPU=1
+fi
+"$PY" "${LAUNCH[@]}" pretrain/main.py --config configs/pretrain/example.yaml train.progress=false
 echo
 cat data/example_mined/report.md
 echo "Outputs: data/example_mined/{images,vocabulary,classes,keyword_classes}.parquet, report.md, keyword_frequency.png"
 echo "         data/example_shards/{train,val}/*.tar with manifest.parquet, sizes.json, report.json"
+echo "         runs/example-wt/{metrics.csv,checkpoints/,backbone.safetensors,config.yaml}"

@@ -176,3 +176,16 @@ def test_stop_request_then_resume_ends_at_the_same_step(shards_v1, mined_v1, tmp
     assert sorted(seen[0]) == sorted(resumed.info.train_shards)
     steps = [int(r.split(",")[0]) for r in (out / "metrics.csv").read_text().splitlines()[1:]]
     assert steps == sorted(set(steps)) and steps[-1] == total
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(shards_v1, mined_v1, tmp_path, caplog):
+    out = tmp_path / "run"
+    assert Trainer(make_cfg(shards_v1, mined_v1, out, "train.max_steps=2")).fit() == "finished"
+    with pytest.raises(DataError, match="model.name: 'test_resnet' -> 'test_convnext'"):
+        Trainer(make_cfg(shards_v1, mined_v1, out, "train.max_steps=4", "model.name=test_convnext")).fit()
+    # more steps and another LR are fine: listed, and the run continues from step 2
+    import logging
+    with caplog.at_level(logging.WARNING, logger="pretrain.trainer"):
+        longer = Trainer(make_cfg(shards_v1, mined_v1, out, "train.max_steps=4", "optim.lr=0.01"))
+        assert longer.fit() == "finished" and longer.step == 4
+    assert "optim.lr: 0.05 -> 0.01" in caplog.text and "train.max_steps: 2 -> 4" in caplog.text
