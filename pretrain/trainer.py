@@ -323,7 +323,8 @@ class Trainer:
         was_training = model.training
         model.eval()
         ks = self.cfg.train.precision_at
-        sums = torch.zeros(len(ks) + 2, device=self.device)   # [images, loss sum, p@k sums...]
+        lw = self.cfg.data.target == "weights"
+        sums = torch.zeros(len(ks) + 3, device=self.device)   # [images, loss sum, p@k sums..., top-1 = web label]
         for i, batch in enumerate(loader):
             if self.cfg.data.eval_batches and i >= self.cfg.data.eval_batches:
                 break
@@ -337,12 +338,17 @@ class Trainer:
             sums[1] += self.loss_fn(logits, targets) * logits.shape[0]   # a batch mean -> a sum
             for j, k in enumerate(ks):
                 sums[2 + j] += p[k]
+            if lw:   # LW-Set: does the top class agree with the image's (noisy) web label?
+                cls = batch["class_id"].to(self.device)[keep]
+                sums[-1] += (logits.argmax(dim=1) == cls).sum()
         model.train(was_training)
         if shared:
             sums = acc.reduce(sums, reduction="sum")
         n = float(sums[0].clamp_min(1))
         out = {"holdout_loss": float(sums[1]) / n}
         out.update({f"holdout_p@{k}": float(sums[2 + j]) / n for j, k in enumerate(ks)})
+        if lw:
+            out["holdout_top1_web_label"] = float(sums[-1]) / n
         return out
 
     # ------------------------------------------------------------------------------------------

@@ -106,7 +106,8 @@ def test_run_writes_checkpoints_metrics_and_backbone(shards_v1, mined_v1, tmp_pa
     assert set(state["loader"]) == {"epoch", "consumed"}
     rows = (out / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
-    for col in ("step", "loss", "lr", "images_per_s", "data_wait", "holdout_p@1", "holdout_p@5"):
+    for col in ("step", "loss", "lr", "images_per_s", "data_wait", "holdout_p@1", "holdout_p@5",
+                "holdout_top1_web_label"):
         assert col in header
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert (out / "config.yaml").read_text().startswith("data:")
