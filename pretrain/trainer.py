@@ -138,7 +138,7 @@ class Trainer:
         acc.register_for_checkpointing(self.scheduler)
         self.ema = None
         if cfg.optim.ema_decay:
-            self.ema = ModelEma(acc.unwrap_model(self.model), cfg.optim.ema_decay)
+            self.ema = ModelEma(self.bare_model(), cfg.optim.ema_decay)
             acc.register_for_checkpointing(self.ema)
         if cfg.model.compile:
             self.model = torch.compile(self.model, mode=cfg.model.compile_mode)
@@ -153,6 +153,10 @@ class Trainer:
         self.effective_batch = cfg.loader.batch_size * acc.num_processes * tc.grad_accum
 
     # ------------------------------------------------------------------------------------------
+    def bare_model(self) -> torch.nn.Module:
+        """The model without DDP and torch.compile wrappers (state-dict names without prefixes)."""
+        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+
     @property
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
@@ -229,7 +233,7 @@ class Trainer:
         if stepped:
             self.scheduler.step()
             if self.ema is not None:
-                self.ema.update(acc.unwrap_model(self.model))
+                self.ema.update(self.bare_model())
         return loss.detach(), images.shape[0], stepped
 
     # ------------------------------------------------------------------------------------------
@@ -319,7 +323,7 @@ class Trainer:
                        workers=min(self.cfg.loader.workers, max(1, len(holdout) // (acc.num_processes if shared else 1))))
         loader = ShardLoader(self.info.train_dir, ecfg, rank=acc.process_index if shared else 0,
                              world_size=acc.num_processes if shared else 1, shards=holdout)
-        model = acc.unwrap_model(self.model)
+        model = self.bare_model()
         was_training = model.training
         model.eval()
         ks = self.cfg.train.precision_at
@@ -457,7 +461,7 @@ class Trainer:
         if self.is_main:
             extra = {"target": self.cfg.data.target, "num_outputs": self.info.num_outputs,
                      "step": self.step, "labels": str(Path(self.cfg.data.labels).resolve())}
-            save_backbone(acc.unwrap_model(self.model), self.out, self.cfg.model.name, extra)
+            save_backbone(self.bare_model(), self.out, self.cfg.model.name, extra)
             if self.ema is not None:
                 save_backbone(self.ema.module, self.out / "ema", self.cfg.model.name, extra)
             summary = {"step": self.step, "images_seen": self.images_seen,

@@ -190,3 +190,16 @@ def test_resume_refuses_a_checkpoint_of_another_model(shards_v1, mined_v1, tmp_p
         longer = Trainer(make_cfg(shards_v1, mined_v1, out, "train.max_steps=4", "optim.lr=0.01"))
         assert longer.fit() == "finished" and longer.step == 4
     assert "optim.lr: 0.05 -> 0.01" in caplog.text and "train.max_steps: 2 -> 4" in caplog.text
+
+
+def test_compiled_model_with_ema_saves_plain_names(shards_v1, mined_v1, tmp_path):
+    """torch.compile wraps the model (names gain ``_orig_mod.``): EMA, evaluation and the
+    backbone file work on the bare module."""
+    out = tmp_path / "compiled"
+    trainer = Trainer(make_cfg(shards_v1, mined_v1, out, "model.compile=true", "train.max_steps=2",
+                               "optim.ema_decay=0.5", "loader.batch_size=8"))
+    assert trainer.fit() == "finished"
+    from safetensors.torch import load_file
+    names = set(load_file(str(out / BACKBONE_WEIGHTS)))
+    assert names and not any("_orig_mod" in n for n in names)
+    assert set(load_file(str(out / "ema" / BACKBONE_WEIGHTS))) == names
