@@ -64,6 +64,7 @@ class LoaderConfig:
     pin_memory: bool = False
     prefetch_factor: int = 4
     worker_nice: int = 0                  # raise the workers' niceness: the training process keeps its core
+    reuse_buffers: bool = True            # workers fill a ring of shared-memory batch buffers (see _batch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -481,9 +482,7 @@ class _EpochDataset(IterableDataset):
             # one copy of each image into the batch, laid out N x H x W x C: the B x 3 x H x W view
             # handed out is channels_last, the layout the model wants
             s = self.cfg.image_size
-            nhwc = torch.empty((len(images), s, s, 3), dtype=torch.uint8)
-            if get_worker_info() is not None:
-                nhwc.share_memory_()  # filled in place: no copy into shared memory when sent
+            nhwc = self._buffer((len(images), s, s, 3))
             view = nhwc.numpy()
             for i, img in enumerate(images):
                 view[i] = img
@@ -492,6 +491,30 @@ class _EpochDataset(IterableDataset):
         batch["bad_samples"] = bad.count - self._bad_reported
         self._bad_reported = bad.count
         return batch
+
+
+    def _buffer(self, shape: tuple) -> torch.Tensor:
+        """The batch's image buffer. In a worker it lives in shared memory (filled in place: no copy
+        when sent). A fresh shared buffer per batch costs a page fault per 4 KB on first touch
+        (about 0.1 ms per 224 px image, 10-15% of the decode); with ``reuse_buffers`` the worker
+        cycles through ``prefetch_factor + 2`` buffers instead. That is safe because the
+        DataLoader asks a worker for batch k + prefetch_factor + 1 only after the main process
+        received batch k + 1, and by then batch k was copied out of its buffer: by the pin-memory
+        thread, or by :class:`ShardLoader` itself when memory is not pinned."""
+        if get_worker_info() is None:
+            return torch.empty(shape, dtype=torch.uint8)
+        if not self.cfg.reuse_buffers:
+            return torch.empty(shape, dtype=torch.uint8).share_memory_()
+        ring = self.__dict__.setdefault("_ring", [])
+        slot = self.__dict__.get("_slot", 0)
+        self._slot = slot + 1
+        size = max(1, self.cfg.prefetch_factor) + 2
+        i = slot % size
+        if i >= len(ring):
+            ring.append(None)
+        if ring[i] is None or tuple(ring[i].shape) != tuple(shape):
+            ring[i] = torch.empty(shape, dtype=torch.uint8).share_memory_()
+        return ring[i]
 
 
 def gpu_decode(batch: dict, image_size: int, device) -> torch.Tensor:
@@ -617,7 +640,12 @@ class ShardLoader:
                         worker_init_fn=_WorkerNice(self.cfg.worker_nice) if self.cfg.worker_nice else None,
                         prefetch_factor=self.cfg.prefetch_factor, persistent_workers=False,
                         multiprocessing_context="fork" if hasattr(__import__("os"), "fork") else None)
+        pinned = self.cfg.pin_memory and torch.cuda.is_available()
+        copy_out = self.cfg.reuse_buffers and not pinned and workers > 0
         for batch in dl:
+            if copy_out and batch.get("image") is not None:
+                # the worker reuses its buffer a few batches later: the batch gets its own memory
+                batch["image"] = batch["image"].clone(memory_format=torch.channels_last)
             self.last_done = batch.pop("shards_done")
             self.consumed.update(self.last_done)
             self.bad_samples += batch.pop("bad_samples")

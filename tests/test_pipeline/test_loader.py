@@ -293,3 +293,16 @@ def test_tar_reader_reads_pax_headers(tmp_path):
     w.write({"__key__": "k" * 120, "jpg": b"abc"})   # and a name longer than ustar's 100 bytes
     w.close()
     assert list(iter_tar(path, BadSamples(1e9))) == [("k" * 120 + ".jpg", b"abc")]
+
+
+def test_reused_worker_buffers_never_overwrite_a_delivered_batch(shards):
+    """Workers cycle through prefetch_factor + 2 shared buffers; batches kept by the consumer (here
+    a whole epoch in a list, memory not pinned) must still hold their own images."""
+    base = dict(batch_size=8, workers=2, image_size=32, prefetch_factor=2, seed=4)
+    kept = [b["image"] for b in ShardLoader(shards / "train", LoaderConfig(**base, reuse_buffers=True))]
+    fresh = [b["image"] for b in ShardLoader(shards / "train", LoaderConfig(**base, reuse_buffers=False))]
+    assert len(kept) == len(fresh) > 2 * (2 + 2)   # more batches than the ring has buffers
+    for a, b in zip(kept, fresh):
+        assert torch.equal(a, b)
+        assert a.is_contiguous(memory_format=torch.channels_last)
+    assert len({t.untyped_storage().data_ptr() for t in kept}) == len(kept)
