@@ -15,7 +15,8 @@ from pipeline.loader import LoaderConfig
 class DataConfig:
     shards: str = ""                      # the shards folder (python -m pipeline shard --out): uses <shards>/train
     labels: str = ""                      # the text-mining output folder: vocabulary and classes size the head
-    target: Literal["keywords", "weights"] = "keywords"   # WT-Set: keyword ids; LW-Set: label weights
+    target: Literal["keywords", "weights", "class"] = "keywords"   # WT-Set: keyword ids; LW-Set: label
+    #                                     weights; class: the one (web or pseudo) class label, as in finetuning
     holdout_shards: int = 1               # train shards kept out of training for precision@k (0: none)
     eval_batches: int = 50                # batches per rank per evaluation (0: the whole held-out set)
 
@@ -57,6 +58,7 @@ class OptimConfig:
     step_gamma: float = 0.1
     clip_grad: float | None = None        # max gradient norm
     ema_decay: float | None = None        # e.g. 0.9998: keep an EMA of the weights
+    schedule_offset: int = 0              # the LR schedule starts at this step (continue an earlier run's LR)
 
 
 @dataclass
@@ -70,6 +72,8 @@ class TrainConfig:
     epochs: int = 1
     max_steps: int | None = None          # optimizer steps; overrides epochs
     grad_accum: int = 1                   # micro-batches per optimizer step
+    effective_batch: int | None = None    # set: grad_accum = effective_batch / (batch_size x processes),
+    #                                       so the effective batch stays the same on any number of devices
     mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
     seed: int = 0
     log_every: int = 20                   # optimizer steps between log lines (and the NaN / stop checks)

@@ -62,7 +62,7 @@ def inspect_data(cfg: DataConfig, model: ModelConfig | None = None) -> DataInfo:
         raise DataError(f"{manifest}: class id {max_cls} but {labels / tm_schema.CLASSES_FILE} has "
                         f"{num_classes} classes: the shards were made from other labels than data.labels")
     if model is not None and model.num_classes is not None and model.num_classes != num_outputs:
-        what = "keywords in the vocabulary" if cfg.target == "keywords" else "classes"
+        what = "keywords in the vocabulary" if cfg.target == "keywords" else "classes"  # weights, class
         raise DataError(f"model.num_classes={model.num_classes} but the data has {num_outputs} {what} "
                         f"({labels}); drop model.num_classes to size the head from the data")
 

@@ -99,9 +99,17 @@ def build_loss(cfg: LossConfig) -> nn.Module:
     return AsymmetricLoss(cfg.gamma_neg, cfg.gamma_pos, cfg.clip)
 
 
+def target_ids_key(target: str) -> str:
+    return {"keywords": "keyword_ids", "weights": "label_ids", "class": "class_id"}[target]
+
+
 def batch_targets(batch: dict, target: str, num_classes: int, device) -> torch.Tensor:
-    """The dense targets of a loader batch: keyword ids (WT-Set) or label weights (LW-Set)."""
-    check_ids(batch["keyword_ids"] if target == "keywords" else batch["label_ids"], num_classes)
+    """The dense targets of a loader batch: keyword ids (WT-Set), label weights (LW-Set) or the
+    class label (finetuning)."""
+    check_ids(batch[target_ids_key(target)], num_classes)
+    if target == "class":   # one class per image: one-hot (soft-target CE is then plain cross entropy)
+        cls = batch["class_id"].to(device, non_blocking=True)
+        return torch.nn.functional.one_hot(cls.long(), num_classes).float()
     if target == "keywords":
         return dense_targets(batch["keyword_ids"].to(device, non_blocking=True),
                              batch["keyword_offsets"].to(device, non_blocking=True), num_classes)

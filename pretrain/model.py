@@ -19,6 +19,8 @@ from .config import ModelConfig
 
 BACKBONE_WEIGHTS = "backbone.safetensors"
 BACKBONE_INFO = "backbone.json"
+MODEL_WEIGHTS = "model.safetensors"      # the whole model, head included (evaluation, prediction)
+MODEL_INFO = "model.json"
 
 
 def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
@@ -60,3 +62,33 @@ def save_backbone(model: nn.Module, folder: str | Path, model_name: str, extra: 
             "tensors": len(state), **(extra or {})}
     write_text_atomic(folder / BACKBONE_INFO, json.dumps(info, indent=2) + "\n")
     return folder / BACKBONE_WEIGHTS
+
+
+def save_model(model: nn.Module, folder: str | Path, info: dict) -> Path:
+    """The whole model (head included) as ``model.safetensors`` + ``model.json`` (``info``: at least
+    ``model`` and ``num_classes``; the eval transform's ``image_size`` and ``crop_pct``), atomically."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_file(folder / MODEL_WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"model": str(info.get("model"))})
+    write_text_atomic(folder / MODEL_INFO, json.dumps(info, indent=2) + "\n")
+    return folder / MODEL_WEIGHTS
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict]:
+    """A model saved by :func:`save_model`: ``path`` is its folder or its ``model.safetensors``."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    weights, meta = folder / MODEL_WEIGHTS, folder / MODEL_INFO
+    if not weights.is_file() or not meta.is_file():
+        raise FileNotFoundError(f"{path}: no {MODEL_WEIGHTS} with {MODEL_INFO} (a finished run folder, "
+                                "its best/ folder, or a model.safetensors written by webtag)")
+    info = json.loads(meta.read_text(encoding="utf-8"))
+    model = timm.create_model(info["model"], pretrained=False, num_classes=int(info["num_classes"]))
+    model.load_state_dict(load_file(str(weights)), strict=True)
+    return model.eval(), info

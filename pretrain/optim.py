@@ -49,8 +49,9 @@ def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: OptimConfi
 
 
 def build_scheduler(optimizer, cfg: OptimConfig, total_steps: int, steps_per_epoch: int):
+    off = cfg.schedule_offset
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, steps_per_epoch, cfg))
+        optimizer, lambda s: lr_factor(s + off, total_steps + off, steps_per_epoch, cfg))
 
 
 class ModelEma(nn.Module):

@@ -30,15 +30,16 @@ import torch
 
 from pipeline.gpu_augment import GpuAugment
 from pipeline.loader import ShardLoader, gpu_decode, merge_states
+from pipeline.schema import read_sizes
 from webtag.atomic import write_text_atomic
-from webtag.config import dump_config
+from webtag.config import ConfigError, dump_config
 
 from . import checkpoint as ckpt
 from .config import PretrainConfig
 from .data import DataError, DataInfo, inspect_data
-from .losses import batch_targets, build_loss, check_ids
+from .losses import batch_targets, build_loss, check_ids, target_ids_key
 from .metrics import MetricsLog, precision_at_k
-from .model import BACKBONE_WEIGHTS, build_model, save_backbone
+from .model import BACKBONE_WEIGHTS, build_model, save_backbone, save_model
 from .optim import ModelEma, build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,20 @@ log = logging.getLogger(__name__)
 CONTROL_ENV = "WEBTAG_CONTROL_DIR"   # set by slurm/pretrain.sh: the trap writes <dir>/stop, we write <dir>/status
 SHARD_LOG = "shards-rank{rank}.jsonl"
 FINISHED = "finished.json"
+
+
+def accumulation_steps(tc, per_device_batch: int, processes: int) -> int:
+    """Micro-batches per optimizer step: ``train.grad_accum``, or, with ``train.effective_batch``,
+    what keeps effective_batch = per-device batch x processes x steps on this number of devices."""
+    if tc.effective_batch is None:
+        if tc.grad_accum < 1:
+            raise ConfigError(f"train.grad_accum={tc.grad_accum}: must be >= 1")
+        return tc.grad_accum
+    per_step = per_device_batch * processes
+    if tc.effective_batch < per_step or tc.effective_batch % per_step:
+        raise ConfigError(f"train.effective_batch={tc.effective_batch} is not a multiple of loader.batch_size "
+                         f"{per_device_batch} x {processes} processes = {per_step}: change loader.batch_size")
+    return tc.effective_batch // per_step
 
 
 class NonFiniteLoss(RuntimeError):
@@ -115,23 +130,24 @@ class Trainer:
         self.cfg = cfg
         tc = cfg.train
         self.info: DataInfo = inspect_data(cfg.data, cfg.model)   # refuse a mismatch before anything runs
-        if tc.grad_accum < 1:
-            raise ValueError(f"train.grad_accum={tc.grad_accum}: must be >= 1")
+        from accelerate import PartialState
+        self.grad_accum = accumulation_steps(tc, cfg.loader.batch_size, PartialState().num_processes)
         self.accelerator = acc = Accelerator(mixed_precision=tc.mixed_precision,
-                                             gradient_accumulation_steps=tc.grad_accum,
+                                             gradient_accumulation_steps=self.grad_accum,
                                              step_scheduler_with_optimizer=False)
         self.device = acc.device
         self.out = Path(tc.output_dir)
         set_seed(tc.seed)
         model = build_model(cfg.model, self.info.num_outputs)
+        self.init_model(model)
         if cfg.model.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.loader = ShardLoader(self.info.train_dir, cfg.loader, rank=acc.process_index,
                                   world_size=acc.num_processes, n_keywords=self.info.num_keywords,
                                   shards=self.info.train_shards)
         self.micro_per_epoch = len(self.loader)
-        self.steps_per_epoch = max(1, self.micro_per_epoch // tc.grad_accum)
-        self.total_steps = tc.max_steps or max(1, (tc.epochs * self.micro_per_epoch) // tc.grad_accum)
+        self.steps_per_epoch = max(1, self.micro_per_epoch // self.grad_accum)
+        self.total_steps = tc.max_steps or max(1, (tc.epochs * self.micro_per_epoch) // self.grad_accum)
         optimizer = build_optimizer(model, cfg.optim)
         self.scheduler = build_scheduler(optimizer, cfg.optim, self.total_steps, self.steps_per_epoch)
         self.model, self.optimizer = acc.prepare(model, optimizer)
@@ -150,9 +166,22 @@ class Trainer:
         self.stop = StopRequest()
         self._waited = 0.0                  # seconds blocked on the loader (data-wait share)
         self._pending_done: list[str] = []  # shards finished by a prefetched, untrained batch
-        self.effective_batch = cfg.loader.batch_size * acc.num_processes * tc.grad_accum
+        self.effective_batch = cfg.loader.batch_size * acc.num_processes * self.grad_accum
 
     # ------------------------------------------------------------------------------------------
+    # hooks for stages built on this trainer (finetune) ----------------------------------------
+    def init_model(self, model: torch.nn.Module) -> None:
+        """Called on the freshly built model, before it is prepared (pretraining: random init)."""
+
+    def on_evaluated(self, metrics: dict) -> None:
+        """Called on every rank after an evaluation, before any checkpoint of that step."""
+
+    def model_info(self) -> dict:
+        """What model.json records beside the whole model's weights."""
+        return {"model": self.cfg.model.name, "num_classes": self.info.num_outputs, "target": self.cfg.data.target,
+                "image_size": self.cfg.loader.image_size, "crop_pct": self.cfg.loader.crop_pct,
+                "labels": str(Path(self.cfg.data.labels).resolve()), "step": self.step}
+
     def bare_model(self) -> torch.nn.Module:
         """The model without DDP and torch.compile wrappers (state-dict names without prefixes)."""
         return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
@@ -178,7 +207,7 @@ class Trainer:
         cuda = self.device.type == "cuda"
         stream = torch.cuda.Stream(self.device) if cuda else None
         it = iter(batches)
-        ids_key = "keyword_ids" if self.cfg.data.target == "keywords" else "label_ids"
+        ids_key = target_ids_key(self.cfg.data.target)
 
         def fetch():
             t0 = time.perf_counter()
@@ -260,7 +289,7 @@ class Trainer:
                  "accumulation steps = effective batch %d; %d training shards (%d images), %d held out; "
                  "%d steps (%d per epoch)",
                  self.cfg.model.name, self.info.num_outputs, self.cfg.data.target, acc.num_processes,
-                 acc.distributed_type, self.cfg.loader.batch_size, acc.num_processes, tc.grad_accum,
+                 acc.distributed_type, self.cfg.loader.batch_size, acc.num_processes, self.grad_accum,
                  self.effective_batch, len(self.info.train_shards), self.info.train_samples,
                  len(self.info.holdout_shards), self.total_steps, self.steps_per_epoch)
 
@@ -308,6 +337,21 @@ class Trainer:
         return final
 
     # ------------------------------------------------------------------------------------------
+    def eval_loader(self, split_dir: Path, shards: list[str] | None = None) -> tuple[ShardLoader | None, bool]:
+        """An ordered, centre-crop loader over ``shards`` of ``split_dir`` for this rank, and whether
+        the ranks share the work (enough shards for every rank); otherwise the main process
+        evaluates alone and the others get None."""
+        acc = self.accelerator
+        names = shards if shards is not None else list(read_sizes(split_dir))
+        shared = len(names) >= acc.num_processes
+        if not shared and not self.is_main:
+            return None, False
+        world = acc.num_processes if shared else 1
+        ecfg = replace(self.cfg.loader, train=False, sampling="instance", repeat_aug=1,
+                       workers=min(self.cfg.loader.workers, max(1, len(names) // world)))
+        return ShardLoader(split_dir, ecfg, rank=acc.process_index if shared else 0, world_size=world,
+                           shards=names), shared
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Loss and precision@k on the held-out shards, averaged over the images that have targets
@@ -316,13 +360,9 @@ class Trainer:
         if not holdout:
             return {}
         acc = self.accelerator
-        shared = len(holdout) >= acc.num_processes   # else the main process evaluates alone
-        if not shared and not self.is_main:
+        loader, shared = self.eval_loader(self.info.train_dir, holdout)
+        if loader is None:
             return {}
-        ecfg = replace(self.cfg.loader, train=False, sampling="instance", repeat_aug=1,
-                       workers=min(self.cfg.loader.workers, max(1, len(holdout) // (acc.num_processes if shared else 1))))
-        loader = ShardLoader(self.info.train_dir, ecfg, rank=acc.process_index if shared else 0,
-                             world_size=acc.num_processes if shared else 1, shards=holdout)
         model = self.bare_model()
         was_training = model.training
         model.eval()
@@ -418,6 +458,7 @@ class Trainer:
                     if due_eval or last:
                         row.update(self.evaluate())
                         acc.wait_for_everyone()
+                        self.on_evaluated(row)
                     if self.is_main:
                         self.metrics.log(self.step, row)
                         bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.3g}",
@@ -462,6 +503,7 @@ class Trainer:
             extra = {"target": self.cfg.data.target, "num_outputs": self.info.num_outputs,
                      "step": self.step, "labels": str(Path(self.cfg.data.labels).resolve())}
             save_backbone(self.bare_model(), self.out, self.cfg.model.name, extra)
+            save_model(self.bare_model(), self.out, self.model_info())
             if self.ema is not None:
                 save_backbone(self.ema.module, self.out / "ema", self.cfg.model.name, extra)
             summary = {"step": self.step, "images_seen": self.images_seen,

@@ -1,0 +1,145 @@
+"""Command line of the finetuning stage.
+
+    accelerate launch finetune/main.py --config configs/finetune/webvision.yaml init=PATH [key=value ...]
+    python -m finetune train --config ... [key=value ...]                 (one process)
+    python -m finetune evaluate --checkpoint PATH [PATH ...] --shards VAL [--out FILE]
+    python -m finetune predict --checkpoint PATH [PATH ...] --shards SPLIT --out FILE
+    python -m finetune pseudo-label --checkpoints A [B ...] --shards TRAIN --labels DIR --threshold T --out DIR
+    python -m finetune ensemble --checkpoints A B [...] --shards SPLIT [--predict FILE] [--out FILE]
+
+A checkpoint is a finished run folder (its model.safetensors + model.json), its best/ folder, or
+that model.safetensors. Exit status: 0 done, 2 bad arguments, config or data, 3 non-finite loss.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger("finetune")
+
+
+def train(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="accelerate launch finetune/main.py")
+    ap.add_argument("--config", help="YAML config (configs/finetune/*.yaml)")
+    ap.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. init=runs/pretrain-wt optim.lr=0.01")
+    args = ap.parse_args(argv)
+    from finetune.config import FinetuneConfig
+    from finetune.init import InitError
+    from finetune.trainer import FinetuneTrainer
+    from pretrain.data import DataError
+    from pretrain.trainer import NonFiniteLoss
+    from webtag.config import ConfigError, load_config
+    try:
+        trainer = FinetuneTrainer(load_config(FinetuneConfig, args.config, args.overrides))
+        trainer.fit()
+    except (ConfigError, DataError, InitError, FileNotFoundError) as exc:
+        log.error("%s", exc)
+        return 2
+    except NonFiniteLoss as exc:
+        log.error("%s", exc)
+        return 3
+    return 0
+
+
+def _infer_args(p: argparse.ArgumentParser, many: str = "--checkpoint") -> None:
+    p.add_argument(many, "--checkpoints" if many == "--checkpoint" else "--checkpoint", dest="checkpoints",
+                   nargs="+", required=True, help="finished run folder(s), best/ folder(s) or model.safetensors")
+    p.add_argument("--shards", required=True, help="a split folder of shards, e.g. SHARDS/val")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m finetune", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("train", help="finetune in this process (multi-process: accelerate launch finetune/main.py)",
+                   add_help=False)
+    ev = sub.add_parser("evaluate", help="top-1, top-5, mean per-class accuracy, confusions")
+    _infer_args(ev)
+    ev.add_argument("--out", help="JSON file (default: <checkpoint folder>/eval-<split>.json)")
+    pr = sub.add_parser("predict", help="top-5 class ids per image (challenge-style submission)")
+    _infer_args(pr)
+    pr.add_argument("--out", required=True)
+    ps = sub.add_parser("pseudo-label", help="confident predictions replace the web labels")
+    _infer_args(ps, many="--checkpoints")
+    ps.add_argument("--labels", required=True, help="the text-mining folder the shards were made from")
+    ps.add_argument("--threshold", type=float, required=True)
+    ps.add_argument("--out", required=True, help="a new labels folder (must not exist)")
+    en = sub.add_parser("ensemble", help="average the models' probabilities; evaluate and/or predict")
+    _infer_args(en, many="--checkpoints")
+    en.add_argument("--predict", help="also write a submission file here")
+    en.add_argument("--out", help="JSON file of the evaluation")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    from webtag.logs import setup_logging
+    rank = int(os.environ.get("RANK", "0"))
+    setup_logging(None if rank == 0 else os.environ.get("WEBTAG_LOG_OTHER_RANKS", "WARNING"))
+    if argv and argv[0] == "train":
+        return train(argv[1:])
+    args = build_parser().parse_args(argv)
+    import torch
+
+    from . import infer
+    from .pseudo import pseudo_label
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    split = Path(args.shards)
+    try:
+        models = infer.load_models(args.checkpoints, device)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        log.error("%s", exc)
+        return 2
+    kw = dict(batch_size=args.batch_size, workers=args.workers, device=device)
+    names = _class_names(models[0][1])
+    if args.command == "pseudo-label":
+        try:
+            report = pseudo_label(models, split, args.labels, args.threshold, args.out,
+                                  checkpoints=args.checkpoints, **kw)
+        except (ValueError, FileExistsError) as exc:
+            log.error("%s", exc)
+            return 2
+        print(f"{report['relabelled_from_shards']} images read, {report['confident']} confident "
+              f"(p >= {args.threshold}), {report['changed']} labels changed ({report['changed_share']:.1%}); "
+              f"new labels in {args.out}")
+        return 0
+    if args.command == "predict" or (args.command == "ensemble" and args.predict):
+        target = args.out if args.command == "predict" else args.predict
+        n = infer.predict(models, split, target, **kw)
+        print(f"{n} predictions -> {target}")
+        if args.command == "predict":
+            return 0
+    result = infer.evaluate(models, split, names, **kw)
+    out = args.out or str(Path(args.checkpoints[0]) if Path(args.checkpoints[0]).is_dir()
+                          else Path(args.checkpoints[0]).parent) + f"/eval-{split.name}.json"
+    result.update(checkpoints=args.checkpoints, shards=str(split))
+    infer.write_json(out, result)
+    print(f"{'ensemble of ' + str(len(models)) + ' models' if len(models) > 1 else args.checkpoints[0]} on "
+          f"{split}: {result['images']} images, top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}, "
+          f"mean per-class accuracy {result['mean_class_acc']:.4f} ({result['classes_seen']} classes)")
+    for c in result["confusions"][:5]:
+        print(f"  confused: {c.get('true_name', c['true'])} -> {c.get('predicted_name', c['predicted'])} x{c['count']}")
+    print(f"saved {out}")
+    return 0
+
+
+def _class_names(info: dict) -> list[str] | None:
+    labels = info.get("labels")
+    if not labels:
+        return None
+    from text_mining import schema as tm
+    path = Path(labels) / tm.CLASSES_FILE
+    if not path.is_file():
+        return None
+    import pyarrow.parquet as pq
+    t = pq.read_table(path, columns=["class_id", "name"]).to_pydict()
+    names = [""] * (max(t["class_id"]) + 1 if t["class_id"] else 0)
+    for i, n in zip(t["class_id"], t["name"]):
+        names[i] = n
+    return names if len(names) == info.get("num_classes") else None

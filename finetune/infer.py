@@ -1,0 +1,99 @@
+"""Inference over shards with one model or an ensemble: evaluation, prediction, pseudo-labels.
+
+An ensemble averages the models' softmax probabilities image by image. Each model reads the
+shards with its own eval transform (its image size and centre crop from model.json); the eval
+loader's order does not depend on those, so the models' batches line up (checked on the ids).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow.parquet as pq
+import torch
+
+from pipeline import schema
+from pipeline.gpu_augment import GpuAugment
+from pipeline.loader import LoaderConfig, ShardLoader
+from pretrain.model import load_model
+
+from .metrics import ClassificationMeter
+
+
+def load_models(paths: list[str], device) -> list[tuple[torch.nn.Module, dict]]:
+    models = [load_model(p) for p in paths]
+    sizes = {info["num_classes"] for _, info in models}
+    if len(sizes) != 1:
+        raise ValueError(f"the models have different numbers of classes {sorted(sizes)}: {paths}")
+    return [(m.to(device).eval(), info) for m, info in models]
+
+
+@torch.no_grad()
+def ensemble_batches(models: list[tuple[torch.nn.Module, dict]], split_dir: str | Path, batch_size: int = 64,
+                     workers: int = 2, device="cpu") -> Iterator[tuple[torch.Tensor, dict]]:
+    """(averaged probabilities of the real images, their batch fields) per batch; padding removed."""
+    device = torch.device(device)
+    loaders = []
+    for _, info in models:
+        cfg = LoaderConfig(batch_size=batch_size, workers=workers, train=False, image_size=int(info["image_size"]),
+                           crop_pct=float(info.get("crop_pct", 0.875)), pin_memory=device.type == "cuda")
+        loaders.append(ShardLoader(split_dir, cfg))
+    norm = GpuAugment(jitter=0.0).to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    for batches in zip(*loaders):
+        first = batches[0]
+        keep = ~first["padding"]
+        probs = None
+        for (model, _), batch in zip(models, batches):
+            if not torch.equal(batch["instance"], first["instance"]):
+                raise RuntimeError("the ensemble's loaders went out of step")
+            with autocast:
+                logits = model(norm(batch["image"].to(device, non_blocking=True), train=False)).float()
+            p = logits.softmax(dim=1)[keep.to(device)]
+            probs = p if probs is None else probs + p
+        yield (probs / len(models)).cpu(), {"class_id": first["class_id"][keep], "instance": first["instance"][keep]}
+
+
+def evaluate(models, split_dir, class_names: list[str] | None = None, **kw) -> dict:
+    meter = ClassificationMeter(models[0][1]["num_classes"])
+    for probs, fields in ensemble_batches(models, split_dir, **kw):
+        meter.update(probs, fields["class_id"])
+    result = meter.result()
+    if class_names:
+        for c in result["confusions"]:
+            c["true_name"], c["predicted_name"] = class_names[c["true"]], class_names[c["predicted"]]
+    return result
+
+
+def keys_by_index(split_dir: str | Path) -> dict[int, str]:
+    t = pq.read_table(Path(split_dir) / schema.MANIFEST_FILE, columns=["index", "key"]).to_pydict()
+    return dict(zip(t["index"], t["key"]))
+
+
+def predict(models, split_dir, out: str | Path, k: int = 5, **kw) -> int:
+    """Challenge-style submission: one line per image, ``<key> <top-k class ids, best first>``,
+    in the order of the split's list. Returns the number of lines."""
+    keys = keys_by_index(split_dir)
+    rows = {}
+    for probs, fields in ensemble_batches(models, split_dir, **kw):
+        top = probs.topk(min(k, probs.shape[1]), dim=1).indices.tolist()
+        for idx, ids in zip(fields["instance"].tolist(), top):
+            rows[idx] = ids
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for idx in sorted(rows):
+            fh.write(keys[idx] + " " + " ".join(map(str, rows[idx])) + "\n")
+    tmp.replace(out)
+    return len(rows)
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+

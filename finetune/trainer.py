@@ -1,0 +1,106 @@
+"""Finetuning on the pretraining engine: the same trainer (loader, Accelerate, checkpoints,
+resume, logs), with the weights initialised from a pretrained backbone and a new head, the
+(web or pseudo) class label as target, evaluation on the validation shards, and the best model
+by top-1 kept in ``<output_dir>/best/``."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from pipeline.schema import SIZES_FILE
+from pretrain.data import DataError
+from pretrain.model import MODEL_INFO, save_model
+from pretrain.trainer import Trainer
+
+from .config import FinetuneConfig
+from .init import load_backbone, load_whole
+from .metrics import ClassificationMeter
+
+log = logging.getLogger(__name__)
+BEST = "best"
+
+
+class FinetuneTrainer(Trainer):
+    def __init__(self, cfg: FinetuneConfig):
+        if cfg.init and cfg.continue_from:
+            raise DataError("set init (a pretrained backbone) or continue_from (a finetuned model), not both")
+        if cfg.continue_from and cfg.optim.schedule_offset == 0:
+            info = _model_json(cfg.continue_from)
+            # the LR continues where that run ended
+            cfg = replace(cfg, optim=replace(cfg.optim, schedule_offset=int(info.get("step", 0))))
+        self.eval_dir = Path(cfg.data.shards) / cfg.eval_split
+        if not (self.eval_dir / SIZES_FILE).is_file():
+            raise DataError(f"{self.eval_dir / SIZES_FILE} does not exist: eval_split={cfg.eval_split!r} "
+                            f"is not a shard split of {cfg.data.shards}")
+        self.best_top1 = -1.0
+        super().__init__(cfg)
+        best = self.out / BEST / MODEL_INFO
+        if best.is_file():   # a resumed run keeps comparing against its best so far
+            self.best_top1 = float(json.loads(best.read_text()).get("val_top1", -1.0))
+
+    def init_model(self, model: torch.nn.Module) -> None:
+        cfg = self.cfg
+        if cfg.continue_from:
+            info = load_whole(model, cfg.continue_from)
+            log.info("continuing %s (step %s, %s px) at %d px, LR schedule from step %d",
+                     cfg.continue_from, info.get("step"), info.get("image_size"), cfg.loader.image_size,
+                     cfg.optim.schedule_offset)
+        elif cfg.init:
+            info = load_backbone(model, cfg.init)
+            log.info("initialised from %s (pretrained %s on %s), new %d-way head", cfg.init, info.get("model"),
+                     info.get("target"), self.info.num_outputs)
+        else:
+            log.warning("no init: finetuning starts from random weights (the paper's 'without pretraining')")
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        from accelerate.utils import gather_object
+
+        acc = self.accelerator
+        loader, shared = self.eval_loader(self.eval_dir)
+        meter = ClassificationMeter(self.info.num_outputs)
+        if loader is not None:
+            model = self.bare_model()
+            was_training = model.training
+            model.eval()
+            for batch in loader:
+                keep = ~batch["padding"]
+                with acc.autocast():
+                    logits = model(self._images(batch, train=False)).float()
+                meter.update(logits[keep.to(logits.device)], batch["class_id"][keep])
+            model.train(was_training)
+        if shared:   # every rank read its share of the shards: sum the counts
+            merged = ClassificationMeter(self.info.num_outputs)
+            for part in gather_object([meter]):
+                merged.merge(part)
+            meter = merged
+        result = meter.result()
+        self.last_eval = result
+        return {"val_top1": result["top1"], "val_top5": result["top5"], "val_mean_class_acc": result["mean_class_acc"]}
+
+    def on_evaluated(self, metrics: dict) -> None:
+        top1 = metrics.get("val_top1")
+        if top1 is None or not self.cfg.keep_best or top1 <= self.best_top1:
+            return
+        self.best_top1 = top1
+        if self.is_main:
+            save_model(self.bare_model(), self.out / BEST, {**self.model_info(), **metrics})
+            log.info("best so far: val top-1 %.4f at step %d -> %s", top1, self.step, self.out / BEST)
+
+    def model_info(self) -> dict:
+        info = super().model_info()
+        if getattr(self, "last_eval", None):
+            info.update(val_top1=self.last_eval["top1"], val_top5=self.last_eval["top5"])
+        return info
+
+
+def _model_json(path: str | Path) -> dict:
+    path = Path(path)
+    meta = (path if path.is_dir() else path.parent) / MODEL_INFO
+    if not meta.is_file():
+        raise DataError(f"continue_from={path}: no {MODEL_INFO} there (a finished finetuning run or its best/)")
+    return json.loads(meta.read_text(encoding="utf-8"))
