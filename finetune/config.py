@@ -33,5 +33,6 @@ class FinetuneConfig(PretrainConfig):
     init: str = ""                 # pretrained weights: a pretraining run folder or its backbone.safetensors
     continue_from: str = ""        # large-resolution stage: a finetuning run (folder or model.safetensors)
     #                                whose whole model, head included, continues here with its LR
+    #                                (init is then not used)
     eval_split: str = "val"        # the shards' split evaluated every train.eval_every steps
     keep_best: bool = True         # keep <output_dir>/best/ (whole model) of the best top-1

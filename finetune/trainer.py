@@ -26,8 +26,10 @@ BEST = "best"
 
 class FinetuneTrainer(Trainer):
     def __init__(self, cfg: FinetuneConfig):
-        if cfg.init and cfg.continue_from:
-            raise DataError("set init (a pretrained backbone) or continue_from (a finetuned model), not both")
+        if cfg.init and cfg.continue_from:   # e.g. a config with init, continued at a larger size
+            log.warning("continue_from=%s: the finetuned model is loaded; init=%s is not used",
+                        cfg.continue_from, cfg.init)
+            cfg = replace(cfg, init="")
         if cfg.continue_from and cfg.optim.schedule_offset == 0:
             info = _model_json(cfg.continue_from)
             # the LR continues where that run ended

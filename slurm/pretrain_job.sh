@@ -1,4 +1,5 @@
-# The body of slurm/pretrain_wt.sh and slurm/pretrain_lw.sh (sourced; needs REPO and DEFAULT_CONFIG).
+# The body of slurm/pretrain_wt.sh, pretrain_lw.sh and finetune.sh (sourced; needs REPO and
+# DEFAULT_CONFIG; ENTRY is the training script, default pretrain/main.py).
 #
 # One srun task per node runs `accelerate launch` with the node count, this node's rank and the
 # head node's address from Slurm; processes per node = GPUs on the node ($SLURM_GPUS_ON_NODE, else
@@ -42,7 +43,7 @@ rm -f "$WEBTAG_CONTROL_DIR/stop" "$WEBTAG_CONTROL_DIR/status"
 LAUNCH=("$PYTHON" -m accelerate.commands.launch --num_processes "$NPROC" --num_machines "$NNODES"
         --main_process_ip "$HEAD" --main_process_port "$PORT" --mixed_precision no --dynamo_backend no)
 if [ "$NPROC" -gt 1 ]; then LAUNCH+=(--multi_gpu); fi
-ARGS=$(printf '%q ' pretrain/main.py --config "$CONFIG" "$@")
+ARGS=$(printf '%q ' "${ENTRY:-pretrain/main.py}" --config "$CONFIG" "$@")
 CMD="$(printf '%q ' "${LAUNCH[@]}") --machine_rank \$SLURM_NODEID $ARGS"
 
 stop_asked=""
