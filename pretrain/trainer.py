@@ -130,12 +130,16 @@ class Trainer:
         self.cfg = cfg
         tc = cfg.train
         self.info: DataInfo = inspect_data(cfg.data, cfg.model)   # refuse a mismatch before anything runs
-        from accelerate import PartialState
-        self.grad_accum = accumulation_steps(tc, cfg.loader.batch_size, PartialState().num_processes)
+        # the process count before Accelerate starts (creating its state early would pin it to
+        # the defaults); checked against Accelerate's below
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.grad_accum = accumulation_steps(tc, cfg.loader.batch_size, world)
         self.accelerator = acc = Accelerator(mixed_precision=tc.mixed_precision,
                                              gradient_accumulation_steps=self.grad_accum,
                                              step_scheduler_with_optimizer=False)
         self.device = acc.device
+        if acc.num_processes != world:
+            raise ConfigError(f"Accelerate runs {acc.num_processes} processes but WORLD_SIZE is {world}")
         self.out = Path(tc.output_dir)
         set_seed(tc.seed)
         model = build_model(cfg.model, self.info.num_outputs)
@@ -317,9 +321,11 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         acc = self.accelerator
         tmp = ckpt.tmp_dir(self.out, self.step)
-        if self.is_main and tmp.exists():
-            import shutil
-            shutil.rmtree(tmp)
+        if self.is_main:
+            if tmp.exists():
+                import shutil
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)   # before any rank writes its part into it
         acc.wait_for_everyone()
         acc.save_state(str(tmp))
         from accelerate.utils import gather_object

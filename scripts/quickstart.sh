@@ -7,6 +7,8 @@
 #   runs/example-wt       WT-Set pretraining of a tiny model on them: 2 processes under Accelerate
 #                         (gloo on CPU; one process per GPU where there are GPUs), checkpoints,
 #                         metrics.csv, backbone.safetensors
+#   runs/example-ft       finetuning from that backbone with a new head on the class labels, then
+#                         evaluation of its best model on the val shards (top-1, top-5, per class)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -27,8 +29,11 @@ else
   export ACCELERATE_USE_CPU=1
 fi
 "$PY" "${LAUNCH[@]}" pretrain/main.py --config configs/pretrain/example.yaml train.progress=false
+"$PY" "${LAUNCH[@]}" finetune/main.py --config configs/finetune/example.yaml init=runs/example-wt train.progress=false
+"$PY" -m finetune evaluate --checkpoint runs/example-ft/best --shards data/example_shards/val --workers 2
 echo
 cat data/example_mined/report.md
 echo "Outputs: data/example_mined/{images,vocabulary,classes,keyword_classes}.parquet, report.md, keyword_frequency.png"
 echo "         data/example_shards/{train,val}/*.tar with manifest.parquet, sizes.json, report.json"
 echo "         runs/example-wt/{metrics.csv,checkpoints/,backbone.safetensors,config.yaml}"
+echo "         runs/example-ft/{metrics.csv,best/,model.safetensors}, best/eval-val.json"
