@@ -11,8 +11,9 @@
 # start resumes from that checkpoint (train.resume=auto). Environment: PYTHON, PROCS_PER_NODE,
 # MAIN_PORT, WEBTAG_CONTROL_DIR (node-local folder on the head node; default under $TMPDIR or /tmp).
 set -euo pipefail
+TAG=$(basename "$(dirname "${ENTRY:-pretrain/main.py}")")
 if [ ! -f "$REPO/pretrain/main.py" ]; then
-  echo "[pretrain] $REPO is not the webtag repository: submit from its root or set WEBTAG_REPO" >&2
+  echo "[$TAG] $REPO is not the webtag repository: submit from its root or set WEBTAG_REPO" >&2
   exit 2
 fi
 cd "$REPO"
@@ -20,7 +21,7 @@ cd "$REPO"
 source "$REPO/slurm/common.sh"
 CONFIG=$DEFAULT_CONFIG
 if [ $# -gt 0 ] && [[ "$1" != *=* ]]; then CONFIG=$1; shift; fi
-if [ ! -f "$CONFIG" ]; then echo "[pretrain] config $CONFIG not found (in $REPO)" >&2; exit 2; fi
+if [ ! -f "$CONFIG" ]; then echo "[$TAG] config $CONFIG not found (in $REPO)" >&2; exit 2; fi
 
 NNODES=${SLURM_NNODES:-1}
 if [ -n "${PROCS_PER_NODE:-}" ]; then
@@ -49,13 +50,13 @@ CMD="$(printf '%q ' "${LAUNCH[@]}") --machine_rank \$SLURM_NODEID $ARGS"
 stop_asked=""
 on_signal() {
   stop_asked=$1
-  echo "[pretrain] $(date +%T) got $1: asking the training to save a checkpoint and stop"
+  echo "[$TAG] $(date +%T) got $1: asking the training to save a checkpoint and stop"
   touch "$WEBTAG_CONTROL_DIR/stop"
 }
 trap 'on_signal USR1' USR1
 trap 'on_signal TERM' TERM
 
-echo "[pretrain] $(date +%T) job ${SLURM_JOB_ID:-?} start ${SLURM_RESTART_COUNT:-0}: $NNODES node(s) x $PPN process(es)," \
+echo "[$TAG] $(date +%T) job ${SLURM_JOB_ID:-?} start ${SLURM_RESTART_COUNT:-0}: $NNODES node(s) x $PPN process(es)," \
      "head $HEAD:$PORT${ACCELERATE_USE_CPU:+ (CPU, gloo)}; config $CONFIG $*"
 srun --kill-on-bad-exit=1 --ntasks="$NNODES" --ntasks-per-node=1 bash -c "$CMD" &
 pid=$!
@@ -65,10 +66,10 @@ while :; do
   kill -0 "$pid" 2>/dev/null || break     # a trapped signal interrupted wait: keep waiting
 done
 status=$(cat "$WEBTAG_CONTROL_DIR/status" 2>/dev/null || echo unknown)
-echo "[pretrain] $(date +%T) training exited with $rc, status $status"
+echo "[$TAG] $(date +%T) training exited with $rc, status $status"
 if [ "$status" = stopped ] || { [ -n "$stop_asked" ] && [ "$status" != finished ] && [ "$rc" -ne 2 ]; }; then
   if [ -n "${SLURM_JOB_ID:-}" ]; then
-    echo "[pretrain] requeueing job $SLURM_JOB_ID; it resumes from the newest checkpoint"
+    echo "[$TAG] requeueing job $SLURM_JOB_ID; it resumes from the newest checkpoint"
     scontrol requeue "$SLURM_JOB_ID"
     exit 0
   fi

@@ -133,3 +133,32 @@ def test_slurm_pretrain_two_nodes_preempted_requeued_and_resumed(shards_v1, mine
     assert f"resumed from {out / 'checkpoints' / ckpt.checkpoint_name(saved_at)}" in text
     assert json.loads((out / FINISHED).read_text())["step"] == 150
     assert ckpt.list_checkpoints(out)[-1].name == "step-00000150"
+
+
+def test_slurm_finetune_two_nodes(shards_v1, mined_v1, tmp_path):
+    """sbatch -N 2 slurm/finetune.sh: the same job body, finetune/main.py, init from a pretraining run."""
+    from conftest import PRETRAIN_EXAMPLE, pretrain_overrides
+    from pretrain.trainer import FINISHED
+
+    pt, ft, log = tmp_path / "pt", tmp_path / "ft", tmp_path / "ft.out"
+    res = subprocess.run([sys.executable, "-m", "pretrain", "train", "--config", str(PRETRAIN_EXAMPLE),
+                          *pretrain_overrides(shards_v1, mined_v1, pt, "train.max_steps=2")],
+                         capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    env = dict(os.environ, PYTHON=sys.executable, WEBTAG_LOG="INFO", OMP_NUM_THREADS="1")
+    res = subprocess.run(["sbatch", "--parsable", "-N", "2", f"--output={log}", str(REPO / "slurm" / "finetune.sh"),
+                          str(REPO / "configs" / "finetune" / "example.yaml"), f"init={pt}",
+                          *pretrain_overrides(shards_v1, mined_v1, ft, "train.max_steps=4", "train.eval_every=4")],
+                         capture_output=True, text=True, env=env, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    job = res.stdout.strip().split(";")[0]
+    deadline = time.time() + 300
+    while _job_field(job, "JobState") != "COMPLETED":
+        assert _job_field(job, "JobState") not in ("FAILED", "CANCELLED", "TIMEOUT"), log.read_text()
+        assert time.time() < deadline, log.read_text() if log.exists() else "no output"
+        time.sleep(0.5)
+    text = log.read_text()
+    assert "[finetune]" in text and "2 processes (DistributedType.MULTI_CPU)" in text
+    assert f"initialised from {pt}" in text
+    assert json.loads((ft / FINISHED).read_text())["step"] == 4
+    assert (ft / "best" / "model.safetensors").exists()
