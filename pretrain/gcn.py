@@ -1,0 +1,103 @@
+"""ML-GCN's classifier head (shared/docs/methods.md section 5) and its label embeddings.
+
+Two graph convolutions ``H' = LeakyReLU_0.2(A_hat H W)`` map the label embeddings (C x d) to C
+classifiers (C x D); the scores are ``y = W x`` for the pooled image feature x (eq. 3-4 of the
+paper; the last layer has no activation, as in the authors' code). ``A_hat`` is a sparse torch
+tensor (pretrain.graph), so 35k keyword labels fit.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+def sparse_tensor(a: sp.spmatrix) -> torch.Tensor:
+    coo = a.tocoo()
+    idx = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    return torch.sparse_coo_tensor(idx, torch.from_numpy(coo.data.astype(np.float32)), coo.shape,
+                                   check_invariants=True).coalesce()
+
+
+class GraphConv(nn.Module):
+    """One GCN layer without activation: ``A_hat H W`` (Kipf & Welling, eq. 2)."""
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(d_in, d_out))
+        bound = 1.0 / math.sqrt(d_out)
+        nn.init.uniform_(self.weight, -bound, bound)   # the authors' initialisation
+
+    def forward(self, h: torch.Tensor, a_hat: torch.Tensor) -> torch.Tensor:
+        return torch.sparse.mm(a_hat, h @ self.weight)
+
+
+class GCNClassifier(nn.Module):
+    """Classifier weights from the label graph: ``W = A_hat LeakyReLU(A_hat E W1) W2`` (C x D),
+    scores ``y = x W^T``. The adjacency and embeddings are buffers (saved with checkpoints)."""
+
+    def __init__(self, embeddings: torch.Tensor, a_hat: torch.Tensor, feature_dim: int, hidden: int = 1024):
+        super().__init__()
+        self.register_buffer("embeddings", embeddings.float())
+        self.register_buffer("a_hat", a_hat.coalesce().float())
+        self.gc1 = GraphConv(embeddings.shape[1], hidden)
+        self.gc2 = GraphConv(hidden, feature_dim)
+        self.act = nn.LeakyReLU(0.2)
+
+    def classifiers(self) -> torch.Tensor:
+        h = self.act(self.gc1(self.embeddings, self.a_hat))
+        return self.gc2(h, self.a_hat)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features @ self.classifiers().to(features.dtype).t()
+
+
+def label_embeddings(names: list[list[str]], vectors, dim: int | None = None, seed: int = 0) -> tuple[np.ndarray, list[int]]:
+    """One vector per label: the mean of the word vectors of its words (a multi-word label such
+    as "Cape May warbler" averages its words). ``vectors``: gensim KeyedVectors (or a mapping
+    word -> vector). A label with no known word gets a fixed random unit vector (seeded, so the
+    same run after run) and is reported. Returns (C x d float32, labels without a vector)."""
+    dim = dim or int(getattr(vectors, "vector_size", 0) or len(next(iter(vectors.values()))))
+    rng = np.random.default_rng(seed)
+    out = np.zeros((len(names), dim), dtype=np.float32)
+    missing = []
+    for i, words in enumerate(names):
+        found = [np.asarray(vectors[w], dtype=np.float32) for w in _words(words) if w in vectors]
+        if found:
+            out[i] = np.mean(found, axis=0)
+        else:
+            v = rng.standard_normal(dim).astype(np.float32)
+            out[i] = v / np.linalg.norm(v)
+            missing.append(i)
+    if missing:
+        log.warning("%d of %d labels have no word vector (e.g. %s): each gets a fixed random unit vector",
+                    len(missing), len(names), [" ".join(names[i]) for i in missing[:5]])
+    return out, missing
+
+
+def _words(words: list[str]) -> list[str]:
+    out = []
+    for w in words:
+        out.extend(w.lower().replace("_", " ").replace("-", " ").split())
+    return out
+
+
+def load_embedding_matrix(path: str | Path, num_labels: int) -> np.ndarray:
+    """A provided C x d matrix (.npy, or a pickle of an array as in the ML-GCN releases)."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        arr = np.load(path)
+    else:
+        import pickle
+        with open(path, "rb") as fh:
+            arr = np.asarray(pickle.load(fh))
+    if arr.ndim != 2 or arr.shape[0] != num_labels:
+        raise ValueError(f"{path}: a {num_labels} x d matrix is needed, got shape {arr.shape}")
+    return arr.astype(np.float32)
