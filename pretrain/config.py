@@ -31,6 +31,19 @@ class ModelConfig:
     channels_last: bool = True
     compile: bool = False                 # torch.compile the model
     compile_mode: str | None = None       # e.g. max-autotune
+    pooling: Literal["default", "avg", "max", "gem"] = "default"   # default: the model's own
+    gem_p: float = 3.0                    # GeM exponent (MultiGrain)
+    gem_learnable: bool = False
+    head: Literal["linear", "gcn"] = "linear"   # gcn: ML-GCN classifier from the label graph
+
+
+@dataclass
+class GCNConfig:
+    tau: float = 0.4                      # binary threshold on P(j | i)
+    p: float = 0.2                        # re-weighting: weight of the neighbours
+    variant: Literal["paper", "original"] = "paper"   # the paper's equations or the authors' code
+    hidden: int = 1024
+    embeddings: str = "word2vec"          # word2vec: text mining's vectors; or a C x d .npy / pickle
 
 
 @dataclass
@@ -90,6 +103,7 @@ class TrainConfig:
 class PretrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    gcn: GCNConfig = field(default_factory=GCNConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loader: LoaderConfig = field(default_factory=LoaderConfig)

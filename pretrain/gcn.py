@@ -42,18 +42,31 @@ class GraphConv(nn.Module):
 class GCNClassifier(nn.Module):
     """Classifier weights from the label graph: ``W = A_hat LeakyReLU(A_hat E W1) W2`` (C x D),
     scores ``y = x W^T``. The adjacency and embeddings are buffers (saved with checkpoints)."""
+    num_labels: int
 
     def __init__(self, embeddings: torch.Tensor, a_hat: torch.Tensor, feature_dim: int, hidden: int = 1024):
         super().__init__()
         self.register_buffer("embeddings", embeddings.float())
-        self.register_buffer("a_hat", a_hat.coalesce().float())
+        a_hat = a_hat.coalesce().float()
+        # kept as dense index/value buffers (checkpoint formats such as safetensors take no sparse
+        # tensors); the sparse matrix is rebuilt from them on use
+        self.register_buffer("a_indices", a_hat.indices().clone())
+        self.register_buffer("a_values", a_hat.values().clone())
+        self.num_labels = a_hat.shape[0]
         self.gc1 = GraphConv(embeddings.shape[1], hidden)
         self.gc2 = GraphConv(hidden, feature_dim)
         self.act = nn.LeakyReLU(0.2)
 
+    @property
+    def a_hat(self) -> torch.Tensor:
+        n = self.num_labels
+        return torch.sparse_coo_tensor(self.a_indices, self.a_values, (n, n), is_coalesced=True,
+                                       check_invariants=False)   # built and checked once, in __init__
+
     def classifiers(self) -> torch.Tensor:
-        h = self.act(self.gc1(self.embeddings, self.a_hat))
-        return self.gc2(h, self.a_hat)
+        a_hat = self.a_hat
+        h = self.act(self.gc1(self.embeddings, a_hat))
+        return self.gc2(h, a_hat)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return features @ self.classifiers().to(features.dtype).t()

@@ -41,6 +41,7 @@ from .losses import batch_targets, build_loss, check_ids, target_ids_key
 from .metrics import MetricsLog, precision_at_k
 from .model import BACKBONE_WEIGHTS, build_model, save_backbone, save_model
 from .optim import ModelEma, build_optimizer, build_scheduler
+from .options import set_gcn_head, set_pooling
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,9 @@ class Trainer:
         self.out = Path(tc.output_dir)
         set_seed(tc.seed)
         model = build_model(cfg.model, self.info.num_outputs)
+        set_pooling(model, cfg.model)
+        if cfg.model.head == "gcn":
+            set_gcn_head(model, cfg.data.labels, cfg.data.target, cfg.gcn, self.info.num_outputs)
         self.init_model(model)
         if cfg.model.channels_last:
             model = model.to(memory_format=torch.channels_last)

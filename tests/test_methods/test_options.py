@@ -1,0 +1,77 @@
+"""Short CPU training runs with each method option the trainer has so far, and the graph CLI."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import scipy.sparse as sp
+import torch
+
+from conftest import PRETRAIN_EXAMPLE, REPO, pretrain_overrides
+from pretrain.config import PretrainConfig
+from pretrain.gcn import GCNClassifier
+from pretrain.model import BACKBONE_WEIGHTS
+from pretrain.multigrain import GeM
+from pretrain.trainer import Trainer
+from webtag.config import load_config
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    from accelerate.state import AcceleratorState, GradientState
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def train(shards, mined, out, *extra):
+    cfg = load_config(PretrainConfig, PRETRAIN_EXAMPLE,
+                      pretrain_overrides(shards, mined, out, "train.max_steps=3", "loader.batch_size=8", *extra))
+    trainer = Trainer(cfg)
+    trainer.initial = {k: v.detach().clone() for k, v in trainer.bare_model().state_dict().items()}
+    assert trainer.fit() == "finished"
+    return trainer
+
+
+def test_gem_pooling_option(shards_v1, mined_v1, tmp_path):
+    trainer = train(shards_v1, mined_v1, tmp_path / "gem", "model.pooling=gem", "model.gem_learnable=true",
+                    "model.gem_p=3")
+    gem = [m for m in trainer.bare_model().modules() if isinstance(m, GeM)]
+    assert len(gem) == 1 and isinstance(gem[0].p, torch.nn.Parameter)
+    assert gem[0].p.item() != 3.0          # p learned
+
+
+@pytest.mark.parametrize("variant", ["paper", "original"])
+def test_gcn_head_option(shards_v1, mined_v1, tmp_path, variant):
+    extra = [f"gcn.variant={variant}", "gcn.hidden=32"]
+    if variant == "original":   # a provided embedding matrix instead of text mining's word vectors
+        n = pq.read_metadata(mined_v1 / "vocabulary.parquet").num_rows
+        np.save(tmp_path / "emb.npy", np.random.default_rng(0).standard_normal((n, 12)).astype(np.float32))
+        extra.append(f"gcn.embeddings={tmp_path / 'emb.npy'}")
+    out = tmp_path / variant
+    trainer = train(shards_v1, mined_v1, out, "model.head=gcn", *extra)
+    head = trainer.bare_model().fc
+    assert isinstance(head, GCNClassifier)
+    assert not torch.equal(head.gc2.weight, trainer.initial["fc.gc2.weight"])   # the GCN trained
+    from safetensors.torch import load_file
+    names = set(load_file(str(out / BACKBONE_WEIGHTS)))
+    assert names and not any(n.startswith("fc.") for n in names)   # the backbone file holds no head
+    ckpt = sorted((out / "checkpoints").iterdir())[-1]
+    assert "fc.a_values" in load_file(str(ckpt / "model.safetensors"))   # the graph is saved with the model
+
+
+def test_graph_cli_writes_matrix_and_statistics(mined_v1, tmp_path):
+    out = tmp_path / "graph.npz"
+    res = subprocess.run([sys.executable, "-m", "pretrain", "graph", "--labels", str(mined_v1), "--tau", "0.3",
+                          "--p", "0.25", "--out", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    a = sp.load_npz(out)
+    stats = json.loads(out.with_suffix(".json").read_text())
+    n = pq.read_metadata(mined_v1 / "vocabulary.parquet").num_rows
+    assert a.shape == (n, n) and stats["labels"] == n and stats["tau"] == 0.3
+    assert np.allclose(np.asarray(a.sum(axis=1)).ravel(), 1.0)   # the paper's variant: rows sum to 1
+    assert f"{stats['edges']} edges" in res.stdout
