@@ -52,6 +52,10 @@ class LossConfig:
     gamma_neg: float = 4.0                # asymmetric loss (Ridnik et al. 2021)
     gamma_pos: float = 0.0
     clip: float = 0.05                    # asymmetric loss probability margin
+    margin_lambda: float | None = None    # MultiGrain: lambda * L_class + (1 - lambda) * margin loss
+    #                                       on the pooled embeddings (use with loader.repeat_aug >= 2)
+    margin_alpha: float = 0.2
+    margin_beta: float = 1.2              # initial value of the learnable beta
 
 
 @dataclass

@@ -25,8 +25,11 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay_bias_norm: bool
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: OptimConfig, extra: list | None = None) -> torch.optim.Optimizer:
+    """``extra``: parameters outside the model (e.g. the margin loss's beta), without weight decay."""
     groups = param_groups(model, cfg.weight_decay, cfg.no_decay_bias_norm)
+    if extra:
+        groups.append({"params": list(extra), "weight_decay": 0.0})
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))

@@ -39,7 +39,8 @@ from .config import PretrainConfig
 from .data import DataError, DataInfo, inspect_data
 from .losses import batch_targets, build_loss, check_ids, target_ids_key
 from .metrics import MetricsLog, precision_at_k
-from .model import BACKBONE_WEIGHTS, build_model, save_backbone, save_model
+from .model import BACKBONE_WEIGHTS, build_model, head_prefix, save_backbone, save_model
+from .multigrain import MarginLoss, joint_loss
 from .optim import ModelEma, build_optimizer, build_scheduler
 from .options import set_gcn_head, set_pooling
 
@@ -48,6 +49,12 @@ log = logging.getLogger(__name__)
 CONTROL_ENV = "WEBTAG_CONTROL_DIR"   # set by slurm/pretrain.sh: the trap writes <dir>/stop, we write <dir>/status
 SHARD_LOG = "shards-rank{rank}.jsonl"
 FINISHED = "finished.json"
+
+
+def _module(model: torch.nn.Module, dotted: str) -> torch.nn.Module:
+    for name in dotted.split("."):
+        model = getattr(model, name)
+    return model
 
 
 def accumulation_steps(tc, per_device_batch: int, processes: int) -> int:
@@ -156,10 +163,20 @@ class Trainer:
         self.micro_per_epoch = len(self.loader)
         self.steps_per_epoch = max(1, self.micro_per_epoch // self.grad_accum)
         self.total_steps = tc.max_steps or max(1, (tc.epochs * self.micro_per_epoch) // self.grad_accum)
-        optimizer = build_optimizer(model, cfg.optim)
+        self.margin, self._features = None, {}
+        if cfg.loss.margin_lambda is not None:   # MultiGrain: the classifier's input is the embedding
+            if cfg.loader.repeat_aug < 2:
+                log.warning("loss.margin_lambda without loader.repeat_aug >= 2: a batch holds no positive pairs")
+            self.margin = MarginLoss(cfg.loss.margin_alpha, cfg.loss.margin_beta)
+            classifier = _module(model, head_prefix(model))
+            classifier.register_forward_pre_hook(lambda mod, args: self._features.__setitem__("embedding", args[0]))
+        optimizer = build_optimizer(model, cfg.optim, list(self.margin.parameters()) if self.margin else None)
         self.scheduler = build_scheduler(optimizer, cfg.optim, self.total_steps, self.steps_per_epoch)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         acc.register_for_checkpointing(self.scheduler)
+        if self.margin is not None:
+            self.margin.to(self.device)
+            acc.register_for_checkpointing(self.margin)
         self.ema = None
         if cfg.optim.ema_decay:
             self.ema = ModelEma(self.bare_model(), cfg.optim.ema_decay)
@@ -261,6 +278,9 @@ class Trainer:
         with acc.accumulate(self.model):
             logits = self.model(images)
             loss = self.loss_fn(logits, targets)
+            if self.margin is not None:
+                retrieval = self.margin(self._features.pop("embedding"), batch["instance"].to(self.device))
+                loss = joint_loss(loss, retrieval, self.cfg.loss.margin_lambda)
             acc.backward(loss)
             if acc.sync_gradients and self.cfg.optim.clip_grad:
                 acc.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)

@@ -75,3 +75,11 @@ def test_graph_cli_writes_matrix_and_statistics(mined_v1, tmp_path):
     assert a.shape == (n, n) and stats["labels"] == n and stats["tau"] == 0.3
     assert np.allclose(np.asarray(a.sum(axis=1)).ravel(), 1.0)   # the paper's variant: rows sum to 1
     assert f"{stats['edges']} edges" in res.stdout
+
+
+def test_multigrain_options_gem_repeated_augmentation_and_margin_loss(shards_v1, mined_v1, tmp_path):
+    trainer = train(shards_v1, mined_v1, tmp_path / "mg", "model.pooling=gem", "loader.repeat_aug=2",
+                    "loss.margin_lambda=0.5", "data.target=weights", "loss.name=weighted_ce")
+    assert trainer.margin is not None and trainer.margin.beta.item() != 1.2     # beta learned
+    ckpt = sorted((tmp_path / "mg" / "checkpoints").iterdir())[-1]
+    assert list(ckpt.glob("custom_checkpoint_*"))                               # beta saved with the run
