@@ -34,7 +34,9 @@ class ModelConfig:
     pooling: Literal["default", "avg", "max", "gem"] = "default"   # default: the model's own
     gem_p: float = 3.0                    # GeM exponent (MultiGrain)
     gem_learnable: bool = False
-    head: Literal["linear", "gcn"] = "linear"   # gcn: ML-GCN classifier from the label graph
+    head: Literal["linear", "gcn", "srn"] = "linear"   # gcn: ML-GCN classifier; srn: SRN
+    init_weights: str = ""                # a whole model (model.safetensors) to start from, e.g. the
+    #                                       previous SRN stage
 
 
 @dataclass
@@ -44,6 +46,13 @@ class GCNConfig:
     variant: Literal["paper", "original"] = "paper"   # the paper's equations or the authors' code
     hidden: int = 1024
     embeddings: str = "word2vec"          # word2vec: text mining's vectors; or a C x d .npy / pickle
+
+
+@dataclass
+class SRNConfig:
+    stage: int = 4                        # 1 main net, 2 attention + confidence, 3 f_sr, 4 all jointly
+    feature_layer: str = "layer3"         # the res4 block of a ResNet (14 x 14 at 224 px)
+    grid: int = 14
 
 
 @dataclass
@@ -108,6 +117,7 @@ class PretrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     gcn: GCNConfig = field(default_factory=GCNConfig)
+    srn: SRNConfig = field(default_factory=SRNConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loader: LoaderConfig = field(default_factory=LoaderConfig)

@@ -92,3 +92,18 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     model = timm.create_model(info["model"], pretrained=False, num_classes=int(info["num_classes"]))
     model.load_state_dict(load_file(str(weights)), strict=True)
     return model.eval(), info
+
+
+def load_whole_model(model: nn.Module, path: str | Path) -> None:
+    """Load a whole model (``model.safetensors``, or its folder) into ``model``, strictly: every
+    tensor must match by name and shape (e.g. the previous stage of a staged schedule)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    weights = path / MODEL_WEIGHTS if path.is_dir() else path
+    if not weights.is_file():
+        raise FileNotFoundError(f"model.init_weights={path}: no {MODEL_WEIGHTS} there")
+    try:
+        model.load_state_dict(load_file(str(weights)), strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{weights} does not fit the configured model: {exc}") from None

@@ -39,10 +39,11 @@ from .config import PretrainConfig
 from .data import DataError, DataInfo, inspect_data
 from .losses import batch_targets, build_loss, check_ids, target_ids_key
 from .metrics import MetricsLog, precision_at_k
-from .model import BACKBONE_WEIGHTS, build_model, head_prefix, save_backbone, save_model
+from .model import BACKBONE_WEIGHTS, build_model, head_prefix, load_whole_model, save_backbone, save_model
 from .multigrain import MarginLoss, joint_loss
 from .optim import ModelEma, build_optimizer, build_scheduler
 from .options import set_gcn_head, set_pooling
+from .srn import attach_srn
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,11 @@ class Trainer:
         set_pooling(model, cfg.model)
         if cfg.model.head == "gcn":
             set_gcn_head(model, cfg.data.labels, cfg.data.target, cfg.gcn, self.info.num_outputs)
+        elif cfg.model.head == "srn":
+            attach_srn(model, head_prefix(model), cfg.srn.feature_layer, self.info.num_outputs, cfg.srn.grid,
+                       cfg.srn.stage)
+        if cfg.model.init_weights:
+            load_whole_model(model, cfg.model.init_weights)
         self.init_model(model)
         if cfg.model.channels_last:
             model = model.to(memory_format=torch.channels_last)
