@@ -14,7 +14,8 @@ sizes are average-pooled to the grid). From it:
 
 Training in stages (``srn.stage``), each continuing the previous stage's weights
 (``model.init_weights``): 1 the main net (y_cls); 2 attention and confidence only, on y_att;
-3 f_sr only, on y_sr; 4 everything, on the final score. :func:`apply_stage` freezes the rest.
+3 f_sr only, on y_sr; 4 everything, on the final score. :func:`apply_stage` freezes the rest,
+BatchNorm statistics of frozen layers included.
 """
 from __future__ import annotations
 
@@ -102,3 +103,15 @@ def apply_stage(model: nn.Module, head: SRNHead, stage: int) -> None:
              4: lambda p: True}[stage]
     for p in model.parameters():
         p.requires_grad_(train(p))
+    # frozen BatchNorm layers stay frozen: normalise with, and never update, their running stats
+    for handle in getattr(model, "_srn_bn_hooks", []):
+        handle.remove()
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+            hooks.append(m.register_forward_pre_hook(_keep_eval))
+    model._srn_bn_hooks = hooks
+
+
+def _keep_eval(module: nn.Module, args) -> None:
+    module.training = False

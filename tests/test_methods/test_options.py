@@ -83,3 +83,25 @@ def test_multigrain_options_gem_repeated_augmentation_and_margin_loss(shards_v1,
     assert trainer.margin is not None and trainer.margin.beta.item() != 1.2     # beta learned
     ckpt = sorted((tmp_path / "mg" / "checkpoints").iterdir())[-1]
     assert list(ckpt.glob("custom_checkpoint_*"))                               # beta saved with the run
+
+
+def test_srn_four_stages_chained(shards_v1, mined_v1, tmp_path):
+    from pretrain.srn import SRNHead
+    prev = None
+    for stage in (1, 2, 3, 4):
+        extra = ["model.head=srn", f"srn.stage={stage}", "srn.grid=4", "train.max_steps=2"]
+        if prev:
+            extra.append(f"model.init_weights={prev}")
+        trainer = train(shards_v1, mined_v1, tmp_path / f"stage{stage}", *extra)
+        model = trainer.bare_model()
+        assert isinstance(model.fc, SRNHead) and model.fc.stage == stage
+        after = model.state_dict()
+        moved = {k for k in after if after[k].dtype.is_floating_point and not torch.equal(after[k], trainer.initial[k])}
+        srn_parts = ("fc.attention", "fc.confidence", "fc.fsr")
+        if stage == 2:
+            assert moved and all(k.startswith(("fc.attention", "fc.confidence")) for k in moved)
+        if stage == 3:
+            assert moved and all(k.startswith("fc.fsr") for k in moved)
+        if stage == 1:
+            assert not any(k.startswith(srn_parts) for k in moved)
+        prev = tmp_path / f"stage{stage}"
