@@ -62,6 +62,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="top-1, top-5, mean per-class accuracy, confusions")
     _infer_args(ev)
     ev.add_argument("--out", help="JSON file (default: <checkpoint folder>/eval-<split>.json)")
+    ev.add_argument("--target", choices=["class", "keywords", "weights"], default="class",
+                    help="keywords / weights: multi-label metrics (mAP, CP/CR/CF1, OP/OR/OF1) on those label sets")
+    ev.add_argument("--threshold", type=float, default=0.5, help="multi-label: score threshold for P/R/F1")
+    ev.add_argument("--activation", choices=["sigmoid", "softmax"], default="sigmoid",
+                    help="multi-label: scores from sigmoids (BCE/ASL models) or a softmax (soft-CE models)")
+    rt = sub.add_parser("retrieve", help="nearest neighbours in embedding space; mAP and precision@k")
+    rt.add_argument("--checkpoint", required=True)
+    rt.add_argument("--queries", required=True, help="a split folder of shards")
+    rt.add_argument("--gallery", required=True, help="a split folder of shards (may be the queries')")
+    rt.add_argument("--k", type=int, default=10)
+    rt.add_argument("--image-size", type=int, default=None, help="e.g. 500 or 800 (default: the model's)")
+    rt.add_argument("--whitening", help="a .npz fitted earlier (finetune.whitening)")
+    rt.add_argument("--fit-whitening", help="fit PCA whitening on this split folder's embeddings and save it "
+                    "as <checkpoint folder>/whitening.npz")
+    rt.add_argument("--batch-size", type=int, default=64)
+    rt.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    rt.add_argument("--device", default=None)
+    rt.add_argument("--out", help="JSON file of the figures (default: <checkpoint folder>/retrieval.json)")
     pr = sub.add_parser("predict", help="top-5 class ids per image (challenge-style submission)")
     _infer_args(pr)
     pr.add_argument("--out", required=True)
@@ -90,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     from . import infer
     from .pseudo import pseudo_label
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.command == "retrieve":
+        return _retrieve(args, device)
     split = Path(args.shards)
     try:
         models = infer.load_models(args.checkpoints, device)
@@ -115,6 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{n} predictions -> {target}")
         if args.command == "predict":
             return 0
+    if args.command == "evaluate" and args.target != "class":
+        result = infer.evaluate_multilabel(models, split, args.target, args.threshold, args.activation, **kw)
+        out = args.out or str(_folder(args.checkpoints[0]) / f"eval-{split.name}-{args.target}.json")
+        infer.write_json(out, {**result, "checkpoints": args.checkpoints, "shards": str(split)})
+        print(f"{args.checkpoints[0]} on {split} ({args.target}, {result['images']} images): mAP {result['mAP']:.4f}; "
+              f"at {args.threshold}: CP {result['CP']:.4f} CR {result['CR']:.4f} CF1 {result['CF1']:.4f} "
+              f"OP {result['OP']:.4f} OR {result['OR']:.4f} OF1 {result['OF1']:.4f}\nsaved {out}")
+        return 0
     result = infer.evaluate(models, split, names, **kw)
     out = args.out or str(Path(args.checkpoints[0]) if Path(args.checkpoints[0]).is_dir()
                           else Path(args.checkpoints[0]).parent) + f"/eval-{split.name}.json"
@@ -143,3 +171,48 @@ def _class_names(info: dict) -> list[str] | None:
     for i, n in zip(t["class_id"], t["name"]):
         names[i] = n
     return names if len(names) == info.get("num_classes") else None
+
+
+def _folder(checkpoint: str) -> Path:
+    p = Path(checkpoint)
+    return p if p.is_dir() else p.parent
+
+
+def _retrieve(args, device) -> int:
+    import numpy as np
+
+    from pretrain.model import load_model
+
+    from . import infer
+    from .retrieval import embed, evaluate_retrieval
+    from .whitening import PCAWhitening
+    try:
+        model, info = load_model(args.checkpoint)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        log.error("%s", exc)
+        return 2
+    model = model.to(device).eval()
+    kw = dict(image_size=args.image_size, batch_size=args.batch_size, workers=args.workers, device=device)
+    q_feat, q_cls, q_ids = embed(model, info, args.queries, **kw)
+    same = Path(args.queries).resolve() == Path(args.gallery).resolve()
+    g_feat, g_cls, g_ids = (q_feat, q_cls, q_ids) if same else embed(model, info, args.gallery, **kw)
+    whitening = None
+    if args.fit_whitening:
+        fit_feat = embed(model, info, args.fit_whitening, **kw)[0]
+        whitening = PCAWhitening.fit(fit_feat)
+        whitening.save(_folder(args.checkpoint) / "whitening.npz")
+    elif args.whitening:
+        whitening = PCAWhitening.load(args.whitening)
+    exclude = None
+    if same:   # an image is not its own neighbour
+        pos = {int(i): n for n, i in enumerate(g_ids)}
+        exclude = np.array([pos.get(int(i), -1) for i in q_ids])
+    result = evaluate_retrieval(q_feat, q_cls, g_feat, g_cls, args.k, exclude, whitening)
+    result.update(checkpoint=args.checkpoint, queries_split=args.queries, gallery_split=args.gallery,
+                  image_size=args.image_size or info["image_size"])
+    out = args.out or str(_folder(args.checkpoint) / "retrieval.json")
+    infer.write_json(out, result)
+    print(f"{result['queries']} queries x {result['gallery']} gallery images: mAP {result['mAP']:.4f}, "
+          f"precision@{result['k']} {result['precision@' + str(result['k'])]:.4f}"
+          f"{' (whitened)' if whitening is not None else ''}\nsaved {out}")
+    return 0

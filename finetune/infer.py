@@ -31,8 +31,11 @@ def load_models(paths: list[str], device) -> list[tuple[torch.nn.Module, dict]]:
 
 @torch.no_grad()
 def ensemble_batches(models: list[tuple[torch.nn.Module, dict]], split_dir: str | Path, batch_size: int = 64,
-                     workers: int = 2, device="cpu") -> Iterator[tuple[torch.Tensor, dict]]:
-    """(averaged probabilities of the real images, their batch fields) per batch; padding removed."""
+                     workers: int = 2, device="cpu", activation: str = "softmax",
+                     target: str | None = None) -> Iterator[tuple[torch.Tensor, dict]]:
+    """(averaged probabilities of the real images, their batch fields) per batch; padding removed.
+    ``activation``: softmax (single-label) or sigmoid (multi-label scores). With ``target``
+    (keywords / weights) the fields hold the dense multi-label targets too."""
     device = torch.device(device)
     loaders = []
     for _, info in models:
@@ -50,9 +53,13 @@ def ensemble_batches(models: list[tuple[torch.nn.Module, dict]], split_dir: str 
                 raise RuntimeError("the ensemble's loaders went out of step")
             with autocast:
                 logits = model(norm(batch["image"].to(device, non_blocking=True), train=False)).float()
-            p = logits.softmax(dim=1)[keep.to(device)]
+            p = (logits.sigmoid() if activation == "sigmoid" else logits.softmax(dim=1))[keep.to(device)]
             probs = p if probs is None else probs + p
-        yield (probs / len(models)).cpu(), {"class_id": first["class_id"][keep], "instance": first["instance"][keep]}
+        fields = {"class_id": first["class_id"][keep], "instance": first["instance"][keep]}
+        if target is not None:
+            from pretrain.losses import batch_targets
+            fields["targets"] = (batch_targets(first, target, probs.shape[1], "cpu")[keep] > 0)
+        yield (probs / len(models)).cpu(), fields
 
 
 def evaluate(models, split_dir, class_names: list[str] | None = None, **kw) -> dict:
@@ -97,3 +104,18 @@ def write_json(path: str | Path, data: dict) -> None:
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
 
+
+
+def evaluate_multilabel(models, split_dir, target: str, threshold: float = 0.5, activation: str = "sigmoid",
+                        **kw) -> dict:
+    """mAP, CP/CR/CF1 and OP/OR/OF1 (finetune.metrics.multilabel_metrics) against the keyword
+    (``target=keywords``) or label-weight (``weights``) label sets of the shards."""
+    import numpy as np
+
+    from .metrics import multilabel_metrics
+    scores, targets = [], []
+    for probs, fields in ensemble_batches(models, split_dir, activation=activation, target=target, **kw):
+        scores.append(probs.numpy())
+        targets.append(fields["targets"].numpy())
+    return {**multilabel_metrics(np.concatenate(scores), np.concatenate(targets), threshold),
+            "target": target, "activation": activation}

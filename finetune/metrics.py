@@ -48,3 +48,37 @@ class ClassificationMeter:
             "confusions": [{"true": t, "predicted": p, "count": c}
                            for (t, p), c in self.confusions.most_common(top_confusions)],
         }
+
+
+def average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
+    """AP of one ranking: the mean of precision@rank over the relevant items' ranks (ties broken
+    by order). NaN when nothing is relevant."""
+    if not relevant.any():
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    rel = relevant[order].astype(np.float64)
+    hits = np.cumsum(rel)
+    return float((hits / np.arange(1, len(rel) + 1))[rel > 0].mean())
+
+
+def multilabel_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float = 0.5) -> dict:
+    """The ML-GCN / SRN papers' multi-label metrics: mAP over classes (AP of each class's ranking of
+    the images, classes without a positive skipped), and at ``threshold`` the per-class precision,
+    recall and F1 (CP, CR, CF1: averaged over classes, F1 of the averages) and the overall ones
+    (OP, OR, OF1: counted over all image-label pairs)."""
+    pred = scores >= threshold
+    truth = targets > 0
+    aps = [average_precision(scores[:, c], truth[:, c]) for c in range(scores.shape[1]) if truth[:, c].any()]
+    tp = (pred & truth).sum(axis=0).astype(np.float64)
+    npred, ntrue = pred.sum(axis=0), truth.sum(axis=0)
+    cp = np.mean(np.where(npred > 0, tp / np.maximum(npred, 1), 0.0))
+    cr = np.mean(np.where(ntrue > 0, tp / np.maximum(ntrue, 1), 0.0))
+    op = tp.sum() / max(1, npred.sum())
+    orr = tp.sum() / max(1, ntrue.sum())
+
+    def f1(p, r):
+        return float(2 * p * r / (p + r)) if p + r > 0 else 0.0
+
+    return {"images": int(len(scores)), "mAP": float(np.mean(aps)) if aps else 0.0, "classes_with_positives": len(aps),
+            "threshold": threshold, "CP": float(cp), "CR": float(cr), "CF1": f1(cp, cr),
+            "OP": float(op), "OR": float(orr), "OF1": f1(op, orr)}

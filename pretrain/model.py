@@ -89,7 +89,16 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
         raise FileNotFoundError(f"{path}: no {MODEL_WEIGHTS} with {MODEL_INFO} (a finished run folder, "
                                 "its best/ folder, or a model.safetensors written by webtag)")
     info = json.loads(meta.read_text(encoding="utf-8"))
-    model = timm.create_model(info["model"], pretrained=False, num_classes=int(info["num_classes"]))
+    if "model_config" in info:   # rebuilt as trained: pooling, ML-GCN or SRN head
+        from webtag.config import from_dict
+
+        from .config import GCNConfig, SRNConfig
+        from .options import build_full_model
+        mcfg = from_dict(ModelConfig, {**info["model_config"], "pretrained": False, "init_weights": ""})
+        model = build_full_model(mcfg, from_dict(GCNConfig, info.get("gcn", {})), from_dict(SRNConfig, info.get("srn", {})),
+                                 info.get("labels", ""), info.get("target", "class"), int(info["num_classes"]))
+    else:
+        model = timm.create_model(info["model"], pretrained=False, num_classes=int(info["num_classes"]))
     model.load_state_dict(load_file(str(weights)), strict=True)
     return model.eval(), info
 

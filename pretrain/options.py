@@ -89,3 +89,18 @@ def set_gcn_head(model: nn.Module, labels_dir: str | Path, target: str, cfg: GCN
     log.info("ML-GCN head: %d labels, %d edges (density %.2g, %.2f neighbours per label), tau %.2f, p %.2f, %s",
              stats["labels"], stats["edges"], stats["density"], stats["mean_neighbours"], cfg.tau, cfg.p, cfg.variant)
     return stats
+
+
+def build_full_model(model_cfg: ModelConfig, gcn_cfg: GCNConfig, srn_cfg, labels_dir: str | Path, target: str,
+                     num_outputs: int) -> nn.Module:
+    """The timm model with the configured pooling and head (linear, ML-GCN or SRN): the trainer
+    builds it this way, and so does :func:`pretrain.model.load_model` from a saved model.json."""
+    from .model import build_model
+    from .srn import attach_srn
+    model = build_model(model_cfg, num_outputs)
+    set_pooling(model, model_cfg)
+    if model_cfg.head == "gcn":
+        set_gcn_head(model, labels_dir, target, gcn_cfg, num_outputs)
+    elif model_cfg.head == "srn":
+        attach_srn(model, head_prefix(model), srn_cfg.feature_layer, num_outputs, srn_cfg.grid, srn_cfg.stage)
+    return model

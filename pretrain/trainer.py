@@ -39,11 +39,10 @@ from .config import PretrainConfig
 from .data import DataError, DataInfo, inspect_data
 from .losses import batch_targets, build_loss, check_ids, target_ids_key
 from .metrics import MetricsLog, precision_at_k
-from .model import BACKBONE_WEIGHTS, build_model, head_prefix, load_whole_model, save_backbone, save_model
+from .model import BACKBONE_WEIGHTS, head_prefix, load_whole_model, save_backbone, save_model
 from .multigrain import MarginLoss, joint_loss
 from .optim import ModelEma, build_optimizer, build_scheduler
-from .options import set_gcn_head, set_pooling
-from .srn import attach_srn
+from .options import build_full_model
 
 log = logging.getLogger(__name__)
 
@@ -151,13 +150,7 @@ class Trainer:
             raise ConfigError(f"Accelerate runs {acc.num_processes} processes but WORLD_SIZE is {world}")
         self.out = Path(tc.output_dir)
         set_seed(tc.seed)
-        model = build_model(cfg.model, self.info.num_outputs)
-        set_pooling(model, cfg.model)
-        if cfg.model.head == "gcn":
-            set_gcn_head(model, cfg.data.labels, cfg.data.target, cfg.gcn, self.info.num_outputs)
-        elif cfg.model.head == "srn":
-            attach_srn(model, head_prefix(model), cfg.srn.feature_layer, self.info.num_outputs, cfg.srn.grid,
-                       cfg.srn.stage)
+        model = build_full_model(cfg.model, cfg.gcn, cfg.srn, cfg.data.labels, cfg.data.target, self.info.num_outputs)
         if cfg.model.init_weights:
             load_whole_model(model, cfg.model.init_weights)
         self.init_model(model)
@@ -211,7 +204,8 @@ class Trainer:
         """What model.json records beside the whole model's weights."""
         return {"model": self.cfg.model.name, "num_classes": self.info.num_outputs, "target": self.cfg.data.target,
                 "image_size": self.cfg.loader.image_size, "crop_pct": self.cfg.loader.crop_pct,
-                "labels": str(Path(self.cfg.data.labels).resolve()), "step": self.step}
+                "labels": str(Path(self.cfg.data.labels).resolve()), "step": self.step,
+                "model_config": asdict(self.cfg.model), "gcn": asdict(self.cfg.gcn), "srn": asdict(self.cfg.srn)}
 
     def bare_model(self) -> torch.nn.Module:
         """The model without DDP and torch.compile wrappers (state-dict names without prefixes)."""

@@ -105,3 +105,24 @@ def test_srn_four_stages_chained(shards_v1, mined_v1, tmp_path):
         if stage == 1:
             assert not any(k.startswith(srn_parts) for k in moved)
         prev = tmp_path / f"stage{stage}"
+
+
+def test_retrieve_and_multilabel_evaluate_commands(shards_v1, mined_v1, tmp_path):
+    """A GeM model trained with the margin loss, reloaded from model.json as trained (GeM p
+    included), then `finetune retrieve` (with whitening) and `finetune evaluate --target keywords`."""
+    from finetune.cli import main
+    out = tmp_path / "mg"
+    train(shards_v1, mined_v1, out, "model.pooling=gem", "model.gem_learnable=true", "loader.repeat_aug=2",
+          "loss.margin_lambda=0.5", "loss.name=bce")
+    from pretrain.model import load_model
+    model, info = load_model(out)
+    assert any(isinstance(m, GeM) for m in model.modules()) and info["model_config"]["pooling"] == "gem"
+    assert main(["retrieve", "--checkpoint", str(out), "--queries", str(shards_v1 / "val"), "--gallery",
+                 str(shards_v1 / "val"), "--k", "3", "--fit-whitening", str(shards_v1 / "train"), "--workers", "1"]) == 0
+    r = json.loads((out / "retrieval.json").read_text())
+    assert r["queries"] == 24 and r["gallery"] == 24 and r["whitened"] and 0 <= r["mAP"] <= 1
+    assert (out / "whitening.npz").exists()
+    assert main(["evaluate", "--checkpoint", str(out), "--shards", str(shards_v1 / "train"), "--target",
+                 "keywords", "--workers", "1"]) == 0
+    m = json.loads((out / "eval-train-keywords.json").read_text())
+    assert m["images"] == 128 and 0 <= m["mAP"] <= 1 and {"CP", "CR", "CF1", "OP", "OR", "OF1"} <= set(m)
