@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--gallery", required=True, help="a split folder of shards (may be the queries')")
     rt.add_argument("--k", type=int, default=10)
     rt.add_argument("--image-size", type=int, default=None, help="e.g. 500 or 800 (default: the model's)")
+    rt.add_argument("--gem-p", type=float, default=None, help="GeM models: the exponent p at this resolution")
     rt.add_argument("--whitening", help="a .npz fitted earlier (finetune.whitening)")
     rt.add_argument("--fit-whitening", help="fit PCA whitening on this split folder's embeddings and save it "
                     "as <checkpoint folder>/whitening.npz")
@@ -191,6 +192,19 @@ def _retrieve(args, device) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         log.error("%s", exc)
         return 2
+    if args.gem_p is not None:
+        import torch
+
+        from pretrain.multigrain import GeM
+        gems = [m for m in model.modules() if isinstance(m, GeM)]
+        if not gems:
+            log.error("--gem-p: %s has no GeM pooling", args.checkpoint)
+            return 2
+        for g in gems:
+            if isinstance(g.p, torch.nn.Parameter):
+                g.p.data.fill_(args.gem_p)
+            else:
+                g.p = args.gem_p
     model = model.to(device).eval()
     kw = dict(image_size=args.image_size, batch_size=args.batch_size, workers=args.workers, device=device)
     q_feat, q_cls, q_ids = embed(model, info, args.queries, **kw)

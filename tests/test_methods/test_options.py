@@ -118,9 +118,11 @@ def test_retrieve_and_multilabel_evaluate_commands(shards_v1, mined_v1, tmp_path
     model, info = load_model(out)
     assert any(isinstance(m, GeM) for m in model.modules()) and info["model_config"]["pooling"] == "gem"
     assert main(["retrieve", "--checkpoint", str(out), "--queries", str(shards_v1 / "val"), "--gallery",
-                 str(shards_v1 / "val"), "--k", "3", "--fit-whitening", str(shards_v1 / "train"), "--workers", "1"]) == 0
+                 str(shards_v1 / "val"), "--k", "3", "--fit-whitening", str(shards_v1 / "train"), "--workers", "1",
+                 "--image-size", "80", "--gem-p", "4"]) == 0
     r = json.loads((out / "retrieval.json").read_text())
     assert r["queries"] == 24 and r["gallery"] == 24 and r["whitened"] and 0 <= r["mAP"] <= 1
+    assert r["image_size"] == 80
     assert (out / "whitening.npz").exists()
     assert main(["evaluate", "--checkpoint", str(out), "--shards", str(shards_v1 / "train"), "--target",
                  "keywords", "--workers", "1"]) == 0
