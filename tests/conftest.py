@@ -67,3 +67,15 @@ def pretrain_overrides(shards: Path, mined: Path, out: Path, *extra: str) -> lis
     """key=value overrides that point configs/pretrain/example.yaml at test data."""
     return [f"data.shards={shards}", f"data.labels={mined}", f"train.output_dir={out}",
             "train.progress=false", "train.tensorboard=false", *extra]
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate keeps process-wide singletons: every in-process trainer starts from scratch
+    (use with ``pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")``)."""
+    from accelerate.state import AcceleratorState, GradientState
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()

@@ -15,15 +15,7 @@ from pretrain.trainer import CONTROL_ENV, FINISHED, NonFiniteLoss, Trainer
 from webtag.config import ConfigError, load_config
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Accelerate keeps process-wide singletons: every in-process trainer starts from scratch."""
-    from accelerate.state import AcceleratorState, GradientState
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 def make_cfg(shards, mined, out, *extra) -> PretrainConfig:
