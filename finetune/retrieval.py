@@ -32,8 +32,9 @@ def embed(model: torch.nn.Module, info: dict, split_dir: str | Path, image_size:
         classifier = getattr(classifier, name)
     handle = classifier.register_forward_pre_hook(lambda mod, args: captured.__setitem__("x", args[0]))
     size = image_size or int(info["image_size"])
-    cfg = LoaderConfig(batch_size=batch_size, workers=workers, train=False, image_size=size,
-                       crop_pct=float(info.get("crop_pct", 0.875)))
+    # the largest centre square (crop_pct 1): MultiGrain evaluates retrieval on whole images at a
+    # larger side; batches of one size keep the square, so only the long side's ends are cut
+    cfg = LoaderConfig(batch_size=batch_size, workers=workers, train=False, image_size=size, crop_pct=1.0)
     norm = GpuAugment(jitter=0.0).to(device)
     feats, classes, ids = [], [], []
     try:
