@@ -27,9 +27,7 @@ def embed(model: torch.nn.Module, info: dict, split_dir: str | Path, image_size:
           batch_size: int = 64, workers: int = 2, device="cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(embeddings N x D, class ids, instance ids) of a split, centre crop at ``image_size``."""
     captured = {}
-    classifier = model
-    for name in head_prefix(model).split("."):
-        classifier = getattr(classifier, name)
+    classifier = model.get_submodule(head_prefix(model))
     handle = classifier.register_forward_pre_hook(lambda mod, args: captured.__setitem__("x", args[0]))
     size = image_size or int(info["image_size"])
     # the largest centre square (crop_pct 1): MultiGrain evaluates retrieval on whole images at a

@@ -45,6 +45,15 @@ def head_prefix(model: nn.Module) -> str:
     return name
 
 
+def replace_module(model: nn.Module, dotted: str, new: nn.Module) -> nn.Module:
+    """Put ``new`` where the submodule ``dotted`` (e.g. ``head.fc``) is; returns the old one."""
+    parent, _, attr = dotted.rpartition(".")
+    owner = model.get_submodule(parent)
+    old = getattr(owner, attr)
+    setattr(owner, attr, new)
+    return old
+
+
 def backbone_state(model: nn.Module) -> dict[str, torch.Tensor]:
     prefix = head_prefix(model) + "."
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith(prefix)}

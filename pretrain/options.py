@@ -15,19 +15,11 @@ from text_mining import schema as tm
 from .config import GCNConfig, ModelConfig
 from .gcn import GCNClassifier, label_embeddings, load_embedding_matrix, sparse_tensor
 from .graph import graph_stats, label_graph
-from .model import head_prefix
+from .model import head_prefix, replace_module
 from .multigrain import GeM
 
 log = logging.getLogger(__name__)
 WORD2VEC = Path("_work") / "vocabulary" / "word2vec.kv"   # where text mining keeps its word vectors
-
-
-def _owner(model: nn.Module, dotted: str) -> tuple[nn.Module, str]:
-    parts = dotted.split(".")
-    owner = model
-    for name in parts[:-1]:
-        owner = getattr(owner, name)
-    return owner, parts[-1]
 
 
 def set_pooling(model: nn.Module, cfg: ModelConfig) -> None:
@@ -36,15 +28,14 @@ def set_pooling(model: nn.Module, cfg: ModelConfig) -> None:
     path = next((n for n, m in model.named_modules() if n.split(".")[-1] == "global_pool"), None)
     if path is None:
         raise ValueError(f"model.pooling={cfg.pooling}: {cfg.name} has no global_pool module to replace")
-    owner, attr = _owner(model, path)
-    old = getattr(owner, attr)
+    old = model.get_submodule(path)
     flatten = bool(getattr(old, "flatten", None)) and not isinstance(getattr(old, "flatten"), nn.Identity)
     if cfg.pooling == "gem":
         new: nn.Module = GeM(cfg.gem_p, learnable=cfg.gem_learnable, flatten=flatten)
     else:
         from timm.layers import SelectAdaptivePool2d
         new = SelectAdaptivePool2d(pool_type=cfg.pooling, flatten=flatten)
-    setattr(owner, attr, new)
+    replace_module(model, path, new)
 
 
 def label_lists(labels_dir: str | Path, target: str) -> list:
@@ -83,9 +74,9 @@ def set_gcn_head(model: nn.Module, labels_dir: str | Path, target: str, cfg: GCN
     a_hat = label_graph(label_lists(labels_dir, target), num_labels, cfg.tau, cfg.p, cfg.variant)
     stats = graph_stats(a_hat)
     emb = torch.from_numpy(gcn_embeddings(labels_dir, target, cfg, num_labels))
-    owner, attr = _owner(model, head_prefix(model))
-    features = getattr(model, "num_features", None) or getattr(owner, attr).in_features
-    setattr(owner, attr, GCNClassifier(emb, sparse_tensor(a_hat), features, cfg.hidden))
+    path = head_prefix(model)
+    features = getattr(model, "num_features", None) or model.get_submodule(path).in_features
+    replace_module(model, path, GCNClassifier(emb, sparse_tensor(a_hat), features, cfg.hidden))
     log.info("ML-GCN head: %d labels, %d edges (density %.2g, %.2f neighbours per label), tau %.2f, p %.2f, %s",
              stats["labels"], stats["edges"], stats["density"], stats["mean_neighbours"], cfg.tau, cfg.p, cfg.variant)
     return stats

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .model import replace_module
+
 
 class SRNHead(nn.Module):
     def __init__(self, classifier: nn.Module, in_channels: int, num_labels: int, grid: int = 14,
@@ -77,16 +79,9 @@ def attach_srn(model: nn.Module, head_path: str, feature_layer: str, num_labels:
     channels = {f["module"]: f["num_chs"] for f in getattr(model, "feature_info", [])}
     if feature_layer not in channels:
         raise ValueError(f"srn.feature_layer={feature_layer!r}: the model's feature layers are {sorted(channels)}")
-    owner = model
-    parts = head_path.split(".")
-    for name in parts[:-1]:
-        owner = getattr(owner, name)
-    head = SRNHead(getattr(owner, parts[-1]), channels[feature_layer], num_labels, grid, stage)
-    setattr(owner, parts[-1], head)
-    layer = model
-    for name in feature_layer.split("."):
-        layer = getattr(layer, name)
-    layer.register_forward_hook(head.capture)
+    head = SRNHead(model.get_submodule(head_path), channels[feature_layer], num_labels, grid, stage)
+    replace_module(model, head_path, head)
+    model.get_submodule(feature_layer).register_forward_hook(head.capture)
     apply_stage(model, head, stage)
     return head
 

@@ -51,12 +51,6 @@ SHARD_LOG = "shards-rank{rank}.jsonl"
 FINISHED = "finished.json"
 
 
-def _module(model: torch.nn.Module, dotted: str) -> torch.nn.Module:
-    for name in dotted.split("."):
-        model = getattr(model, name)
-    return model
-
-
 def accumulation_steps(tc, per_device_batch: int, processes: int) -> int:
     """Micro-batches per optimizer step: ``train.grad_accum``, or, with ``train.effective_batch``,
     what keeps effective_batch = per-device batch x processes x steps on this number of devices."""
@@ -167,7 +161,7 @@ class Trainer:
             if cfg.loader.repeat_aug < 2:
                 log.warning("loss.margin_lambda without loader.repeat_aug >= 2: a batch holds no positive pairs")
             self.margin = MarginLoss(cfg.loss.margin_alpha, cfg.loss.margin_beta)
-            classifier = _module(model, head_prefix(model))
+            classifier = model.get_submodule(head_prefix(model))
             classifier.register_forward_pre_hook(lambda mod, args: self._features.__setitem__("embedding", args[0]))
         optimizer = build_optimizer(model, cfg.optim, list(self.margin.parameters()) if self.margin else None)
         self.scheduler = build_scheduler(optimizer, cfg.optim, self.total_steps, self.steps_per_epoch)
