@@ -22,26 +22,12 @@ log = logging.getLogger("finetune")
 
 
 def train(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="accelerate launch finetune/main.py")
-    ap.add_argument("--config", help="YAML config (configs/finetune/*.yaml)")
-    ap.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. init=runs/pretrain-wt optim.lr=0.01")
-    args = ap.parse_args(argv)
     from finetune.config import FinetuneConfig
     from finetune.init import InitError
     from finetune.trainer import FinetuneTrainer
-    from pretrain.data import DataError
-    from pretrain.trainer import NonFiniteLoss
-    from webtag.config import ConfigError, load_config
-    try:
-        trainer = FinetuneTrainer(load_config(FinetuneConfig, args.config, args.overrides))
-        trainer.fit()
-    except (ConfigError, DataError, InitError, FileNotFoundError) as exc:
-        log.error("%s", exc)
-        return 2
-    except NonFiniteLoss as exc:
-        log.error("%s", exc)
-        return 3
-    return 0
+    from pretrain.cli import run_training
+    return run_training(argv, FinetuneConfig, FinetuneTrainer, "accelerate launch finetune/main.py",
+                        "YAML config (configs/finetune/*.yaml)", (InitError, FileNotFoundError))
 
 
 def _infer_args(p: argparse.ArgumentParser, many: str = "--checkpoint") -> None:
@@ -98,9 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from webtag.logs import setup_logging
-    rank = int(os.environ.get("RANK", "0"))
-    setup_logging(None if rank == 0 else os.environ.get("WEBTAG_LOG_OTHER_RANKS", "WARNING"))
+    from pretrain.cli import setup_rank_logging
+    setup_rank_logging()
     if argv and argv[0] == "train":
         return train(argv[1:])
     args = build_parser().parse_args(argv)
