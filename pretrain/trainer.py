@@ -242,22 +242,21 @@ class Trainer:
                         batch[key] = value.to(self.device, non_blocking=True)
             return batch
 
+        if not cuda:   # no copy to overlap: one batch at a time
+            while (batch := fetch()) is not None:
+                yield batch
+            return
         nxt = fetch()
         while nxt is not None:
             current = nxt
-            if cuda:
-                main = torch.cuda.current_stream(self.device)
-                main.wait_stream(stream)
-                for value in current.values():
-                    if isinstance(value, torch.Tensor) and value.is_cuda:
-                        value.record_stream(main)   # the allocator must not reuse it early
-                nxt = fetch()
-                self._pending_done = nxt["_done"] if nxt is not None else []
-            else:
-                nxt = None
+            main = torch.cuda.current_stream(self.device)
+            main.wait_stream(stream)
+            for value in current.values():
+                if isinstance(value, torch.Tensor) and value.is_cuda:
+                    value.record_stream(main)   # the allocator must not reuse it early
+            nxt = fetch()
+            self._pending_done = nxt["_done"] if nxt is not None else []
             yield current
-            if not cuda:
-                nxt = fetch()
 
     def _targets(self, batch: dict) -> torch.Tensor:
         return batch_targets(batch, self.cfg.data.target, self.info.num_outputs, self.device)
