@@ -523,12 +523,11 @@ class Trainer:
         acc = self.accelerator
         acc.wait_for_everyone()
         if self.is_main:
-            extra = {"target": self.cfg.data.target, "num_outputs": self.info.num_outputs,
-                     "step": self.step, "labels": str(Path(self.cfg.data.labels).resolve())}
-            save_backbone(self.bare_model(), self.out, self.cfg.model.name, extra)
-            save_model(self.bare_model(), self.out, self.model_info())
+            info = self.model_info()   # the same description beside the backbone and the whole model
+            save_backbone(self.bare_model(), self.out, self.cfg.model.name, info)
+            save_model(self.bare_model(), self.out, info)
             if self.ema is not None:
-                save_backbone(self.ema.module, self.out / "ema", self.cfg.model.name, extra)
+                save_backbone(self.ema.module, self.out / "ema", self.cfg.model.name, info)
             summary = {"step": self.step, "images_seen": self.images_seen,
                        "backbone": str(self.out / BACKBONE_WEIGHTS),
                        "last_metrics": self.metrics.rows[-1] if self.metrics and self.metrics.rows else {}}
