@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pretrain.model import BACKBONE_INFO, BACKBONE_WEIGHTS, MODEL_INFO, MODEL_WEIGHTS, head_prefix
+from pretrain.model import BACKBONE_INFO, BACKBONE_WEIGHTS, MODEL_WEIGHTS, head_prefix, load_whole_model, read_model_info
 
 
 class InitError(ValueError):
@@ -57,13 +57,9 @@ def load_backbone(model: nn.Module, path: str | Path) -> dict:
 
 def load_whole(model: nn.Module, path: str | Path) -> dict:
     """Load a finetuned model (head included) into ``model``, strictly. Returns its model.json."""
-    from safetensors.torch import load_file
-
     weights = _resolve(path, MODEL_WEIGHTS)
-    info_file = weights.parent / MODEL_INFO
-    info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else {}
     try:
-        model.load_state_dict(load_file(str(weights)), strict=True)
-    except RuntimeError as exc:
-        raise InitError(f"{weights} does not fit the configured model: {exc}") from None
-    return info
+        load_whole_model(model, weights)
+    except ValueError as exc:
+        raise InitError(str(exc)) from None
+    return read_model_info(weights) or {}

@@ -4,7 +4,6 @@ resume, logs), with the weights initialised from a pretrained backbone and a new
 by top-1 kept in ``<output_dir>/best/``."""
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch
 
 from pipeline.schema import SIZES_FILE
 from pretrain.data import DataError
-from pretrain.model import MODEL_INFO, save_model
+from pretrain.model import MODEL_INFO, read_model_info, save_model
 from pretrain.trainer import Trainer
 
 from .config import FinetuneConfig
@@ -40,9 +39,9 @@ class FinetuneTrainer(Trainer):
                             f"is not a shard split of {cfg.data.shards}")
         self.best_top1 = -1.0
         super().__init__(cfg)
-        best = self.out / BEST / MODEL_INFO
-        if best.is_file():   # a resumed run keeps comparing against its best so far
-            self.best_top1 = float(json.loads(best.read_text()).get("val_top1", -1.0))
+        best = read_model_info(self.out / BEST)
+        if best is not None:   # a resumed run keeps comparing against its best so far
+            self.best_top1 = float(best.get("val_top1", -1.0))
 
     def init_model(self, model: torch.nn.Module) -> None:
         cfg = self.cfg
@@ -101,8 +100,7 @@ class FinetuneTrainer(Trainer):
 
 
 def _model_json(path: str | Path) -> dict:
-    path = Path(path)
-    meta = (path if path.is_dir() else path.parent) / MODEL_INFO
-    if not meta.is_file():
+    info = read_model_info(path)
+    if info is None:
         raise DataError(f"continue_from={path}: no {MODEL_INFO} there (a finished finetuning run or its best/)")
-    return json.loads(meta.read_text(encoding="utf-8"))
+    return info

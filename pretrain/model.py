@@ -87,17 +87,23 @@ def save_model(model: nn.Module, folder: str | Path, info: dict) -> Path:
     return folder / MODEL_WEIGHTS
 
 
+def read_model_info(path: str | Path) -> dict | None:
+    """The model.json beside a whole model (``path``: its folder or its model.safetensors), or None."""
+    path = Path(path)
+    meta = (path if path.is_dir() else path.parent) / MODEL_INFO
+    return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else None
+
+
 def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     """A model saved by :func:`save_model`: ``path`` is its folder or its ``model.safetensors``."""
     from safetensors.torch import load_file
 
     path = Path(path)
     folder = path if path.is_dir() else path.parent
-    weights, meta = folder / MODEL_WEIGHTS, folder / MODEL_INFO
-    if not weights.is_file() or not meta.is_file():
+    weights, info = folder / MODEL_WEIGHTS, read_model_info(folder)
+    if not weights.is_file() or info is None:
         raise FileNotFoundError(f"{path}: no {MODEL_WEIGHTS} with {MODEL_INFO} (a finished run folder, "
                                 "its best/ folder, or a model.safetensors written by webtag)")
-    info = json.loads(meta.read_text(encoding="utf-8"))
     if "model_config" in info:   # rebuilt as trained: pooling, ML-GCN or SRN head
         from webtag.config import from_dict
 

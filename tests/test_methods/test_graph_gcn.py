@@ -1,7 +1,6 @@
 """ML-GCN: the correlation matrix against the paper's equations on a hand-made table, the GCN's
 normalisation, the head, and the label embeddings."""
 import numpy as np
-import pytest
 import scipy.sparse as sp
 import torch
 
