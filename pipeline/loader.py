@@ -417,6 +417,8 @@ class _EpochDataset(IterableDataset):
     def __init__(self, split_dir: Path, cfg: LoaderConfig, plans: list[WorkerPlan], repeat, epoch: int, rank: int):
         self.split_dir, self.cfg, self.plans, self.repeat = split_dir, cfg, plans, repeat
         self.epoch, self.rank = epoch, rank
+        self._ring: list[torch.Tensor] = []   # each worker's own copy: its reused batch buffers
+        self._slot = 0
 
     def __iter__(self):
         info = get_worker_info()
@@ -505,16 +507,13 @@ class _EpochDataset(IterableDataset):
             return torch.empty(shape, dtype=torch.uint8)
         if not self.cfg.reuse_buffers:
             return torch.empty(shape, dtype=torch.uint8).share_memory_()
-        ring = self.__dict__.setdefault("_ring", [])
-        slot = self.__dict__.get("_slot", 0)
-        self._slot = slot + 1
-        size = max(1, self.cfg.prefetch_factor) + 2
-        i = slot % size
-        if i >= len(ring):
-            ring.append(None)
-        if ring[i] is None or tuple(ring[i].shape) != tuple(shape):
-            ring[i] = torch.empty(shape, dtype=torch.uint8).share_memory_()
-        return ring[i]
+        i = self._slot % (max(1, self.cfg.prefetch_factor) + 2)
+        self._slot += 1
+        if i == len(self._ring):
+            self._ring.append(torch.empty(shape, dtype=torch.uint8).share_memory_())
+        elif tuple(self._ring[i].shape) != tuple(shape):
+            self._ring[i] = torch.empty(shape, dtype=torch.uint8).share_memory_()
+        return self._ring[i]
 
 
 def gpu_decode(batch: dict, image_size: int, device) -> torch.Tensor:
