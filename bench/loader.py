@@ -27,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
 from pipeline import schema  # noqa: E402
@@ -108,14 +109,16 @@ def main() -> None:
     loader = ShardLoader(split, cfg)
     # memory in an epoch of its own: reading /proc/*/smaps stalls the workers' page faults
     with PeakRss() as rss:
-        list(loader)   # also the warm-up epoch: page cache, worker start-up code paths
+        for _ in loader:   # also the warm-up epoch: page cache, worker start-up code paths
+            pass
     # alternate the two, best of --repeats each: this machine's speed drifts by 20% between runs
     plain_rates, loader_rates, steady_rates = [], [], []
     for _ in range(args.repeats):
         aug = CpuAugment(cfg, random.Random(0))
+        out = np.empty((1, args.image_size, args.image_size, 3), dtype=np.uint8)
         t = time.perf_counter()
         for data in jpegs:
-            aug(data)
+            aug.into(data, out)
         plain_rates.append(len(jpegs) / (time.perf_counter() - t))
         images = steady_images = 0
         t = time.perf_counter()

@@ -24,7 +24,7 @@ and colour-jitter on the GPU with :mod:`pipeline.gpu_augment`) and packed labels
 from __future__ import annotations
 
 import io
-import json
+import itertools
 import logging
 import math
 import random
@@ -35,6 +35,10 @@ from typing import Iterator, Literal
 
 import numpy as np
 import pyarrow.parquet as pq
+try:
+    from orjson import loads as _json_loads   # 6x faster on our label records
+except ImportError:  # pragma: no cover - orjson is a dependency; plain json still works
+    from json import loads as _json_loads
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -215,7 +219,7 @@ def read_shard(path: Path, bad: BadSamples) -> Iterator[dict]:
     def finish(sample: dict):
         if schema.IMAGE_EXT in sample and schema.LABELS_EXT in sample:
             try:
-                sample["labels"] = json.loads(sample[schema.LABELS_EXT])
+                sample["labels"] = _json_loads(sample[schema.LABELS_EXT])
                 return sample
             except ValueError as exc:
                 bad.add(f"{path}:{sample['__key__']}", f"bad labels: {exc}")
@@ -348,18 +352,26 @@ class CpuAugment:
     def flip(self) -> bool:
         return self.cfg.train and self.rng.random() < self.cfg.hflip
 
-    def __call__(self, data: bytes, n: int = 1) -> list[torch.Tensor]:
+    def __call__(self, data: bytes, n: int = 1) -> np.ndarray:
+        """n augmented crops of one JPEG as a fresh uint8 n x H x W x 3 array."""
+        s = self.cfg.image_size
+        out = np.empty((n, s, s, 3), dtype=np.uint8)
+        self.into(data, out)
+        return out
+
+    def into(self, data: bytes, out: np.ndarray) -> None:
+        """Decode one JPEG and write ``len(out)`` augmented crops into ``out`` (n x H x W x 3, e.g.
+        rows of a batch buffer: each crop goes there while it is still in the CPU's cache)."""
         s = self.cfg.image_size
         if self.cfg.decode == "torchvision":
             from torchvision.io import ImageReadMode, decode_jpeg
             from torchvision.transforms.v2 import functional as F
             img = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-            out = []
-            for _ in range(n):
+            for i in range(len(out)):
                 left, top, w, h = self.box(img.shape[2], img.shape[1])
                 t = F.resized_crop(img, top, left, h, w, [s, s], antialias=True)
-                out.append((t.flip(-1) if self.flip() else t).permute(1, 2, 0).numpy())
-            return out
+                out[i] = (t.flip(-1) if self.flip() else t).permute(1, 2, 0).numpy()
+            return
         from PIL import Image
         img = Image.open(io.BytesIO(data))
         full = img.size
@@ -368,15 +380,13 @@ class CpuAugment:
         img.draft("RGB", (2 * s, 2 * s))
         img = img.convert("RGB")
         fx, fy = img.size[0] / full[0], img.size[1] / full[1]
-        out = []
-        for _ in range(n):
+        for i in range(len(out)):
             left, top, w, h = self.box(*full)
             box = (left * fx, top * fy, (left + w) * fx, (top + h) * fy)
             crop = img.resize((s, s), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
             if self.flip():
                 crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            out.append(np.asarray(crop))
-        return out
+            out[i] = np.asarray(crop)
 
 
 def jpeg_size(data: bytes) -> tuple[int, int]:
@@ -388,37 +398,127 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
 # Batches
 # ---------------------------------------------------------------------------------------------
 
-def _packed(lists: list, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([len(x) for x in lists], dtype=torch.int64)
-    offsets = torch.zeros(len(lists) + 1, dtype=torch.int64)
-    offsets[1:] = torch.cumsum(lengths, 0)
-    flat = torch.tensor([v for x in lists for v in x], dtype=dtype)
+def _packed(lists: list, dtype) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(lists) + 1, dtype=np.int64)
+    np.cumsum([len(x) for x in lists], out=offsets[1:])
+    flat = np.fromiter(itertools.chain.from_iterable(lists), dtype=dtype, count=int(offsets[-1]))
     return flat, offsets
 
 
-def collate(items: list[dict], images) -> dict:
-    """A batch. Sparse labels are packed as (flat values, offsets): image i's keyword ids are
+def collate(items: list[tuple[dict, bool]], images) -> dict:
+    """A batch's labels (``items``: each image's label record and padding flag), as numpy arrays (the worker's side: small arrays travel pickled through the
+    result pipe, while every tensor would cost a shared-memory segment and a file-descriptor
+    handshake per batch; :func:`as_tensors` makes them tensors in the main process). Sparse labels
+    are packed as (flat values, offsets): image i's keyword ids are
     ``keyword_ids[keyword_offsets[i]:keyword_offsets[i + 1]]``; likewise label_ids/label_weights
     with label_offsets. ``instance`` is shared by the repeat_aug copies of one image."""
-    kw, kw_off = _packed([it["keyword_ids"] for it in items], torch.int32)
-    lid, l_off = _packed([it["label_ids"] for it in items], torch.int32)
-    lw, _ = _packed([it["label_weights"] for it in items], torch.float32)
+    labels = [it for it, _ in items]
+    kw, kw_off = _packed([it["keyword_ids"] for it in labels], np.int32)
+    lid, l_off = _packed([it["label_ids"] for it in labels], np.int32)
+    lw, _ = _packed([it["label_weights"] for it in labels], np.float32)
     return {
         "image": images,
-        "class_id": torch.tensor([it["class_id"] for it in items], dtype=torch.int64),
-        "instance": torch.tensor([it["index"] for it in items], dtype=torch.int64),
-        "padding": torch.tensor([it["padding"] for it in items], dtype=torch.bool),
+        "class_id": np.fromiter((it["class_id"] for it in labels), dtype=np.int64, count=len(items)),
+        "instance": np.fromiter((it["index"] for it in labels), dtype=np.int64, count=len(items)),
+        "padding": np.fromiter((pad for _, pad in items), dtype=np.bool_, count=len(items)),
         "keyword_ids": kw, "keyword_offsets": kw_off,
         "label_ids": lid, "label_weights": lw, "label_offsets": l_off,
     }
 
 
+def as_tensors(batch: dict) -> dict:
+    """The main process's side of :func:`collate`: numpy arrays become tensors (no copy)."""
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+
+
+class _ImageRing:
+    """Batch image buffers that the workers fill and the main process copies out of, reused batch
+    after batch instead of a fresh shared-memory buffer per batch (whose first touch costs a page
+    fault per 4 KB, ~40 per 224 px image, 10-15% of the decode).
+
+    The main process allocates them before the workers fork, so a batch crosses the process
+    boundary as two integers (:class:`_RingSlot`) instead of a shared-memory handle. Each worker
+    owns ``slots`` buffers, used in turn, and a counting semaphore of its free ones: the worker
+    takes one before it writes a batch, the main process gives it back once the batch is copied out
+    (by the pin-memory thread into pinned memory, else by :class:`ShardLoader` into memory of the
+    batch's own). Both sides go through a worker's batches in the same order, so a buffer is never
+    overwritten before it was copied out, however far ahead the DataLoader lets a worker run."""
+
+    _live: dict[int, "_ImageRing"] = {}
+    _next_id = 0
+
+    def __init__(self, workers: int, slots: int, shape: tuple):
+        self.shape, self.slots = tuple(shape), slots
+        self.buffers = [[torch.empty(self.shape, dtype=torch.uint8).share_memory_() for _ in range(slots)]
+                        for _ in range(workers)]
+        self.free: list = []
+        self.id = _ImageRing._next_id
+        _ImageRing._next_id += 1
+
+    def start_epoch(self) -> None:
+        """Fresh semaphores (all slots free), created before the epoch's workers fork."""
+        import multiprocessing
+        ctx = multiprocessing.get_context("fork")
+        self.free = [ctx.Semaphore(self.slots) for _ in self.buffers]
+        _ImageRing._live[self.id] = self
+
+    def end_epoch(self) -> None:
+        """Unblock workers waiting for a slot (a consumer that stopped mid-epoch) so they exit."""
+        for sem in self.free:
+            for _ in range(self.slots):
+                sem.release()
+        _ImageRing._live.pop(self.id, None)
+
+    def take(self, worker: int, count: int, parent: int) -> torch.Tensor:
+        """The worker side: wait until the buffer of its batch number ``count`` is free."""
+        import os
+        while not self.free[worker].acquire(timeout=1.0):
+            if os.getppid() != parent:   # the main process is gone
+                raise SystemExit(1)
+        return self.buffers[worker][count % self.slots]
+
+    def copy_out(self, worker: int, slot: int, pin: bool) -> torch.Tensor:
+        """The main side: the batch as a B x 3 x H x W channels_last tensor of its own, and the
+        buffer back to the worker."""
+        out = torch.empty(self.shape, dtype=torch.uint8, pin_memory=pin)
+        out.copy_(self.buffers[worker][slot])
+        self.free[worker].release()
+        return out.permute(0, 3, 1, 2)
+
+
+class _RingSlot:
+    """What a worker sends for a batch's images: which ring, worker and buffer hold them. The
+    pin-memory thread calls :meth:`pin_memory`; without it, :class:`ShardLoader` calls
+    :meth:`materialize`."""
+
+    __slots__ = ("ring", "worker", "slot")
+
+    def __init__(self, ring: int, worker: int, slot: int):
+        self.ring, self.worker, self.slot = ring, worker, slot
+
+    def __getstate__(self):
+        return (self.ring, self.worker, self.slot)
+
+    def __setstate__(self, state):
+        self.ring, self.worker, self.slot = state
+
+    def materialize(self, pin: bool = False) -> torch.Tensor:
+        return _ImageRing._live[self.ring].copy_out(self.worker, self.slot, pin)
+
+    def pin_memory(self, device=None) -> torch.Tensor:
+        return self.materialize(pin=True)
+
+
+def _as_is(batch):
+    """collate_fn: the worker's batch goes through unchanged (not numpy -> tensor in the worker)."""
+    return batch
+
+
 class _EpochDataset(IterableDataset):
-    def __init__(self, split_dir: Path, cfg: LoaderConfig, plans: list[WorkerPlan], repeat, epoch: int, rank: int):
+    def __init__(self, split_dir: Path, cfg: LoaderConfig, plans: list[WorkerPlan], repeat, epoch: int,
+                 rank: int, ring: _ImageRing | None = None):
         self.split_dir, self.cfg, self.plans, self.repeat = split_dir, cfg, plans, repeat
-        self.epoch, self.rank = epoch, rank
-        self._ring: list[torch.Tensor] = []   # each worker's own copy: its reused batch buffers
-        self._slot = 0
+        self.epoch, self.rank, self.ring = epoch, rank, ring
 
     def __iter__(self):
         info = get_worker_info()
@@ -433,87 +533,80 @@ class _EpochDataset(IterableDataset):
         rng = np.random.default_rng(seed)
         aug = CpuAugment(cfg, random.Random(str(seed)))
         bad = BadSamples(cfg.log_bad_every_s)
-        self._bad_reported = 0
+        self._bad_reported, self._wid, self._count = 0, wid, 0
+        import os
+        self._parent = os.getppid()
         stream = sample_stream(self.split_dir, plan, plan.batches * per_batch, self.repeat,
                                cfg.shuffle_buffer if cfg.train else 1, rng, bad)
-        items, images, done = [], [], []
+        gpu = cfg.decode == "gpu"
+        items, jpegs, done, nhwc = [], [], [], None
         for sample, padding, finished in stream:
             done.extend(finished)
-            labels = sample["labels"]
             data = sample[schema.IMAGE_EXT]
             try:
-                if cfg.decode == "gpu":
+                if gpu:
                     w, h = jpeg_size(data)
-                    crops = [(aug.box(w, h), aug.flip()) for _ in range(m)]
-                    imgs = [(data, crops)]
+                    jpegs.append((data, [(aug.box(w, h), aug.flip()) for _ in range(m)]))
                 else:
-                    imgs = aug(data, m)
+                    if nhwc is None:
+                        nhwc, images = self._images()
+                    aug.into(data, nhwc[len(items):len(items) + m])
             except Exception as exc:  # noqa: BLE001 - a corrupt JPEG must not stop training
+                # replaced by the next sample: the quota counts delivered images
                 bad.add(f"{sample['__key__']}", f"cannot decode: {exc}")
-                imgs = None
-            if imgs is None:  # replace it by the next sample: the quota counts delivered images
                 continue
-            for j in range(m):
-                items.append({**labels, "padding": padding})
-            images.extend(imgs)
+            items.extend([(sample["labels"], padding)] * m)
             if len(items) == cfg.batch_size:
-                yield self._batch(items, images, done, bad)
-                items, images, done = [], [], []
-        if items:  # bad JPEGs left the last batch short: top it up with padding copies
+                yield self._batch(items, jpegs if gpu else images, done, bad)
+                items, jpegs, done, nhwc = [], [], [], None
+        if items:  # bad JPEGs left the last batch short: top it up with padding copies of its first image
             while len(items) < cfg.batch_size:
-                items.append({**items[len(items) % m], "padding": True})
-                images.append(images[len(images) % m])
-            yield self._batch(items, images, done, bad)
+                if gpu:
+                    jpegs.append(jpegs[0])
+                else:
+                    nhwc[len(items):len(items) + m] = nhwc[:m]
+                items.extend((labels, True) for labels, _ in items[:m])
+            yield self._batch(items, jpegs if gpu else images, done, bad)
+
+    def _images(self) -> tuple[np.ndarray, object]:
+        """A batch's image buffer, N x H x W x C (numpy view, filled in place) and what the batch
+        carries for it: the B x 3 x H x W view, channels_last as the model wants it, or the
+        :class:`_RingSlot` of a ring buffer."""
+        s = self.cfg.image_size
+        shape = (self.cfg.batch_size, s, s, 3)
+        if get_worker_info() is None:
+            nhwc = torch.empty(shape, dtype=torch.uint8)
+            images = nhwc.permute(0, 3, 1, 2)
+        elif self.ring is not None:
+            nhwc = self.ring.take(self._wid, self._count, self._parent)
+            images = _RingSlot(self.ring.id, self._wid, self._count % self.ring.slots)
+        else:   # reuse_buffers off: a fresh shared-memory buffer per batch
+            nhwc = torch.empty(shape, dtype=torch.uint8).share_memory_()
+            images = nhwc.permute(0, 3, 1, 2)
+        self._count += 1
+        return nhwc.numpy(), images
 
     def _batch(self, items, images, done, bad):
         if self.cfg.decode == "gpu":
             # all JPEGs in one tensor (one shared-memory transfer, not one per image) + offsets
             sizes = [len(d) for d, _ in images]
-            offsets = torch.zeros(len(sizes) + 1, dtype=torch.int64)
-            offsets[1:] = torch.cumsum(torch.tensor(sizes, dtype=torch.int64), 0)
+            offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+            np.cumsum(sizes, out=offsets[1:])
             data = torch.empty(int(offsets[-1]), dtype=torch.uint8)
             view, pos = data.numpy(), 0
             for (d, _), n in zip(images, sizes):
                 view[pos:pos + n] = np.frombuffer(d, dtype=np.uint8)
                 pos += n
-            boxes = torch.tensor([[*box] for _, crops in images for box, _ in crops], dtype=torch.float32)
-            flips = torch.tensor([f for _, crops in images for _, f in crops], dtype=torch.bool)
+            boxes = np.array([[*box] for _, crops in images for box, _ in crops], dtype=np.float32)
+            flips = np.array([f for _, crops in images for _, f in crops], dtype=np.bool_)
             batch = collate(items, None)
             batch.update(jpeg_data=data, jpeg_offsets=offsets, boxes=boxes, flips=flips)
         else:
-            # one copy of each image into the batch, laid out N x H x W x C: the B x 3 x H x W view
-            # handed out is channels_last, the layout the model wants
-            s = self.cfg.image_size
-            nhwc = self._buffer((len(images), s, s, 3))
-            view = nhwc.numpy()
-            for i, img in enumerate(images):
-                view[i] = img
-            batch = collate(items, nhwc.permute(0, 3, 1, 2))
+            batch = collate(items, images)
         batch["shards_done"] = list(done)
         batch["bad_samples"] = bad.count - self._bad_reported
         self._bad_reported = bad.count
         return batch
-
-
-    def _buffer(self, shape: tuple) -> torch.Tensor:
-        """The batch's image buffer. In a worker it lives in shared memory (filled in place: no copy
-        when sent). A fresh shared buffer per batch costs a page fault per 4 KB on first touch
-        (about 0.1 ms per 224 px image, 10-15% of the decode); with ``reuse_buffers`` the worker
-        cycles through ``prefetch_factor + 2`` buffers instead. That is safe because the
-        DataLoader asks a worker for batch k + prefetch_factor + 1 only after the main process
-        received batch k + 1, and by then batch k was copied out of its buffer: by the pin-memory
-        thread, or by :class:`ShardLoader` itself when memory is not pinned."""
-        if get_worker_info() is None:
-            return torch.empty(shape, dtype=torch.uint8)
-        if not self.cfg.reuse_buffers:
-            return torch.empty(shape, dtype=torch.uint8).share_memory_()
-        i = self._slot % (max(1, self.cfg.prefetch_factor) + 2)
-        self._slot += 1
-        if i == len(self._ring):
-            self._ring.append(torch.empty(shape, dtype=torch.uint8).share_memory_())
-        elif tuple(self._ring[i].shape) != tuple(shape):
-            self._ring[i] = torch.empty(shape, dtype=torch.uint8).share_memory_()
-        return self._ring[i]
 
 
 def gpu_decode(batch: dict, image_size: int, device) -> torch.Tensor:
@@ -592,6 +685,7 @@ class ShardLoader:
         self.consumed: set[str] = set()
         self.last_done: list[str] = []        # shards finished by the batch just yielded
         self.bad_samples = 0
+        self._ring: _ImageRing | None = None   # the workers' batch buffers, kept across epochs
 
     def _repeat_factors(self, n_keywords) -> dict[str, np.ndarray]:
         t = pq.read_table(self.split_dir / schema.MANIFEST_FILE,
@@ -632,23 +726,37 @@ class ShardLoader:
         self.epoch, self.consumed = int(state["epoch"]), set(state["consumed"])
 
     def __iter__(self) -> Iterator[dict]:
+        import os
         plans = self._plans()[self.rank]
         workers = max(1, self.cfg.workers)
-        ds = _EpochDataset(self.split_dir, self.cfg, plans, self.repeat, self.epoch, self.rank)
+        fork = hasattr(os, "fork")
+        if self.cfg.reuse_buffers and fork and self.cfg.decode != "gpu" and self._ring is None:
+            s = self.cfg.image_size
+            self._ring = _ImageRing(workers, max(1, self.cfg.prefetch_factor) + 2,
+                                    (self.cfg.batch_size, s, s, 3))
+        ring = self._ring if self.cfg.decode != "gpu" else None
+        ds = _EpochDataset(self.split_dir, self.cfg, plans, self.repeat, self.epoch, self.rank, ring)
+        if ring is not None:
+            ring.start_epoch()
         dl = DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=self.cfg.pin_memory,
+                        collate_fn=_as_is,
                         worker_init_fn=_WorkerNice(self.cfg.worker_nice) if self.cfg.worker_nice else None,
                         prefetch_factor=self.cfg.prefetch_factor, persistent_workers=False,
-                        multiprocessing_context="fork" if hasattr(__import__("os"), "fork") else None)
-        pinned = self.cfg.pin_memory and torch.cuda.is_available()
-        copy_out = self.cfg.reuse_buffers and not pinned and workers > 0
-        for batch in dl:
-            if copy_out and batch.get("image") is not None:
-                # the worker reuses its buffer a few batches later: the batch gets its own memory
-                batch["image"] = batch["image"].clone(memory_format=torch.channels_last)
-            self.last_done = batch.pop("shards_done")
-            self.consumed.update(self.last_done)
-            self.bad_samples += batch.pop("bad_samples")
-            yield batch
+                        multiprocessing_context="fork" if fork else None)
+        it = iter(dl)
+        try:
+            for batch in it:
+                if isinstance(batch.get("image"), _RingSlot):   # not pinned: copied out here
+                    batch["image"] = batch["image"].materialize()
+                batch = as_tensors(batch)
+                self.last_done = batch.pop("shards_done")
+                self.consumed.update(self.last_done)
+                self.bad_samples += batch.pop("bad_samples")
+                yield batch
+        finally:
+            if ring is not None:
+                ring.end_epoch()
+            del it
         # the epoch is over: the next one starts from a fresh shuffle
         self.epoch += 1
         self.consumed = set()
