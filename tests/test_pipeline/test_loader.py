@@ -306,3 +306,81 @@ def test_reused_worker_buffers_never_overwrite_a_delivered_batch(shards):
         assert torch.equal(a, b)
         assert a.is_contiguous(memory_format=torch.channels_last)
     assert len({t.untyped_storage().data_ptr() for t in kept}) == len(kept)
+
+
+def test_ring_buffers_with_uneven_worker_quotas_and_a_slow_consumer(shards, monkeypatch):
+    """Four workers with unequal quotas (the last one runs alone, and the DataLoader lets it get up
+    to prefetch_factor x workers = 4 batches ahead) and a ring of prefetch_factor + 2 = 3 buffers each: a worker must wait for the main
+    process to copy a batch out before it reuses its buffer, however slow that copy is."""
+    import time
+    from pipeline import loader as loader_mod
+    copy_out = loader_mod._ImageRing.copy_out
+
+    def slow_copy_out(self, *args):
+        time.sleep(0.03)          # a busy pin-memory thread: the workers run ahead meanwhile
+        return copy_out(self, *args)
+
+    monkeypatch.setattr(loader_mod._ImageRing, "copy_out", slow_copy_out)
+    base = dict(batch_size=8, workers=4, image_size=32, prefetch_factor=1, seed=5)
+    split = shards / "train"
+    names = sorted(schema.read_sizes(split))
+    # workers 0-2 stop after one batch; worker 3 then runs alone with up to 4 requests in flight
+    uneven = [[WorkerPlan([n], 1, [n]) for n in names[:3]] + [WorkerPlan(names[3:], 10, names[3:])]]
+
+    def epoch(reuse):
+        loader = ShardLoader(split, LoaderConfig(**base, reuse_buffers=reuse))
+        loader._plans = lambda: uneven
+        return [b["image"] for b in loader]
+
+    kept, fresh = epoch(True), epoch(False)
+    assert len(kept) == len(fresh) == 13
+    for a, b in zip(kept, fresh):
+        assert torch.equal(a, b)
+
+
+def test_stopping_mid_epoch_releases_the_workers(shards):
+    """A consumer that breaks out of an epoch (workers blocked on a full ring) must not hang, and
+    the next epoch still delivers every batch."""
+    import time
+    cfg = LoaderConfig(batch_size=8, workers=2, image_size=32, prefetch_factor=1, seed=6)
+    loader = ShardLoader(shards / "train", cfg)
+    t = time.monotonic()
+    for i, _ in enumerate(loader):
+        if i == 1:
+            time.sleep(0.5)       # the workers fill their rings and block
+            break
+    n = len(loader)
+    assert sum(1 for _ in loader) == n
+    assert time.monotonic() - t < 30
+
+
+def test_image_ring_protocol_never_lets_a_worker_overwrite_an_uncopied_batch():
+    """The ring by itself: a forked writer that runs far ahead (no DataLoader pacing it) and a
+    slow reader; every batch read holds what was written for it."""
+    import multiprocessing
+    import os
+    import time
+    from pipeline.loader import _ImageRing
+    ring = _ImageRing(workers=1, slots=2, shape=(2, 4, 4, 3))
+    ring.start_epoch()
+    ctx = multiprocessing.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    parent = os.getpid()
+
+    def writer():
+        for c in range(8):
+            ring.take(0, c, parent).fill_(c)
+            send.send(c)
+
+    proc = ctx.Process(target=writer)
+    proc.start()
+    try:
+        for c in range(8):
+            assert recv.recv() == c
+            time.sleep(0.05)          # the writer would be two batches ahead by now
+            out = ring.copy_out(0, c % 2, pin=False)
+            assert out.shape == (2, 3, 4, 4) and bool((out == c).all()), (c, out.unique())
+    finally:
+        ring.end_epoch()
+        proc.join(10)
+    assert proc.exitcode == 0
