@@ -455,14 +455,14 @@ class _ImageRing:
         self.id = _ImageRing._next_id
         _ImageRing._next_id += 1
 
-    def start_epoch(self) -> None:
-        """Fresh semaphores (all slots free), created before the epoch's workers fork."""
+    def start(self) -> None:
+        """Fresh semaphores (all slots free), created before a stream's workers fork."""
         import multiprocessing
         ctx = multiprocessing.get_context("fork")
         self.free = [ctx.Semaphore(self.slots) for _ in self.buffers]
         _ImageRing._live[self.id] = self
 
-    def end_epoch(self) -> None:
+    def stop(self) -> None:
         """Unblock workers waiting for a slot (a consumer that stopped mid-epoch) so they exit."""
         for sem in self.free:
             for _ in range(self.slots):
@@ -480,7 +480,7 @@ class _ImageRing:
     def copy_out(self, worker: int, slot: int, pin: bool) -> torch.Tensor:
         """The main side: the batch as a B x 3 x H x W channels_last tensor of its own, and the
         buffer back to the worker."""
-        out = torch.empty(self.shape, dtype=torch.uint8, pin_memory=pin)
+        out = torch.empty(self.shape, dtype=torch.uint8, pin_memory=pin and torch.cuda.is_available())
         out.copy_(self.buffers[worker][slot])
         self.free[worker].release()
         return out.permute(0, 3, 1, 2)
@@ -514,32 +514,66 @@ def _as_is(batch):
     return batch
 
 
-class _EpochDataset(IterableDataset):
+@dataclass
+class EpochPlanner:
+    """What :func:`plan_epoch` needs besides the epoch: the same on every rank and in every worker,
+    so a worker can plan the epochs after the first by itself."""
+    expected: dict[str, float]
+    seed: int
+    world_size: int
+    workers: int
+    batch_images: int
+    shuffle: bool
+
+    def __call__(self, epoch: int, consumed: set[str] | frozenset = frozenset()) -> list[list[WorkerPlan]]:
+        return plan_epoch(self.expected, epoch, self.seed, self.world_size, self.workers,
+                          self.batch_images, consumed, shuffle=self.shuffle)
+
+
+class _StreamDataset(IterableDataset):
+    """One worker's batches: epoch ``epoch`` (its ``plans``, shards already consumed left out), then,
+    with ``planner``, the epochs after it, each planned in the worker itself. Every batch carries
+    its epoch."""
+
     def __init__(self, split_dir: Path, cfg: LoaderConfig, plans: list[WorkerPlan], repeat, epoch: int,
-                 rank: int, ring: _ImageRing | None = None):
+                 rank: int, ring: _ImageRing | None = None, planner: EpochPlanner | None = None):
         self.split_dir, self.cfg, self.plans, self.repeat = split_dir, cfg, plans, repeat
-        self.epoch, self.rank, self.ring = epoch, rank, ring
+        self.epoch, self.rank, self.ring, self.planner = epoch, rank, ring, planner
 
     def __iter__(self):
+        import os
         info = get_worker_info()
         wid = info.id if info is not None else 0
         if info is None and len(self.plans) > 1:
             raise RuntimeError("the loader plans one stream per worker: use workers >= 1")
-        plan = self.plans[wid]
+        self._wid, self._count, self._parent = wid, 0, os.getppid()
+        epoch, plans = self.epoch, self.plans
+        while True:
+            yield from self._epoch(epoch, plans)
+            if self.planner is None:
+                return
+            epoch += 1
+            plans = self.planner(epoch)[self.rank]
+
+    def _epoch(self, epoch: int, plans: list[WorkerPlan]):
+        """This worker's batches of one epoch: exactly its quota (samples whose JPEG cannot be
+        decoded are made up by padding copies of the epoch's first good image), then one empty
+        marker for each batch that the rank's busiest worker has more. Every worker so hands the
+        DataLoader's round-robin the same number of items per epoch, and epochs never interleave."""
+        plan = plans[self._wid]
         cfg = self.cfg
         m = max(1, cfg.repeat_aug)
         per_batch = cfg.batch_size // m
-        seed = [cfg.seed, self.epoch, self.rank, wid]
+        seed = [cfg.seed, epoch, self.rank, self._wid]
         rng = np.random.default_rng(seed)
         aug = CpuAugment(cfg, random.Random(str(seed)))
         bad = BadSamples(cfg.log_bad_every_s)
-        self._bad_reported, self._wid, self._count = 0, wid, 0
-        import os
-        self._parent = os.getppid()
+        self._bad_reported, self._epoch_no = 0, epoch
         stream = sample_stream(self.split_dir, plan, plan.batches * per_batch, self.repeat,
                                cfg.shuffle_buffer if cfg.train else 1, rng, bad)
         gpu = cfg.decode == "gpu"
         items, jpegs, done, nhwc = [], [], [], None
+        filler, emitted = None, 0
         for sample, padding, finished in stream:
             done.extend(finished)
             data = sample[schema.IMAGE_EXT]
@@ -552,21 +586,32 @@ class _EpochDataset(IterableDataset):
                         nhwc, images = self._images()
                     aug.into(data, nhwc[len(items):len(items) + m])
             except Exception as exc:  # noqa: BLE001 - a corrupt JPEG must not stop training
-                # replaced by the next sample: the quota counts delivered images
                 bad.add(f"{sample['__key__']}", f"cannot decode: {exc}")
                 continue
             items.extend([(sample["labels"], padding)] * m)
+            if filler is None:
+                filler = (jpegs[-1] if gpu else nhwc[len(items) - m:len(items)].copy(), items[-m:])
             if len(items) == cfg.batch_size:
                 yield self._batch(items, jpegs if gpu else images, done, bad)
                 items, jpegs, done, nhwc = [], [], [], None
-        if items:  # bad JPEGs left the last batch short: top it up with padding copies of its first image
+                emitted += 1
+        while emitted < plan.batches:   # undecodable JPEGs left the quota short: padding copies
+            if filler is None:
+                raise RuntimeError(f"no decodable image in shards {plan.shards} of {self.split_dir}: "
+                                   "cannot fill the epoch")
+            if not gpu and nhwc is None:
+                nhwc, images = self._images()
             while len(items) < cfg.batch_size:
                 if gpu:
-                    jpegs.append(jpegs[0])
+                    jpegs.append(filler[0])
                 else:
-                    nhwc[len(items):len(items) + m] = nhwc[:m]
-                items.extend((labels, True) for labels, _ in items[:m])
+                    nhwc[len(items):len(items) + m] = filler[0]
+                items.extend((labels, True) for labels, _ in filler[1])
             yield self._batch(items, jpegs if gpu else images, done, bad)
+            items, jpegs, done, nhwc = [], [], [], None
+            emitted += 1
+        for _ in range(max(w.batches for w in plans) - plan.batches):
+            yield {"epoch": epoch, "marker": True}
 
     def _images(self) -> tuple[np.ndarray, object]:
         """A batch's image buffer, N x H x W x C (numpy view, filled in place) and what the batch
@@ -604,6 +649,7 @@ class _EpochDataset(IterableDataset):
         else:
             batch = collate(items, images)
         batch["shards_done"] = list(done)
+        batch["epoch"] = self._epoch_no
         batch["bad_samples"] = bad.count - self._bad_reported
         self._bad_reported = bad.count
         return batch
@@ -686,6 +732,9 @@ class ShardLoader:
         self.last_done: list[str] = []        # shards finished by the batch just yielded
         self.bad_samples = 0
         self._ring: _ImageRing | None = None   # the workers' batch buffers, kept across epochs
+        self._stream: _Stream | None = None    # workers already streaming self.epoch (see __iter__)
+        self.planner = EpochPlanner(self.expected, cfg.seed, world_size, cfg.workers,
+                                    cfg.batch_size // max(1, cfg.repeat_aug), shuffle=cfg.train)
 
     def _repeat_factors(self, n_keywords) -> dict[str, np.ndarray]:
         t = pq.read_table(self.split_dir / schema.MANIFEST_FILE,
@@ -703,9 +752,7 @@ class ShardLoader:
         return {s: np.asarray(v) for s, v in out.items()}
 
     def _plans(self) -> list[list[WorkerPlan]]:
-        images = self.cfg.batch_size // max(1, self.cfg.repeat_aug)
-        return plan_epoch(self.expected, self.epoch, self.cfg.seed, self.world_size, self.cfg.workers,
-                          images, self.consumed, shuffle=self.cfg.train)
+        return self.planner(self.epoch, self.consumed)
 
     def __len__(self) -> int:
         """Batches this rank yields in the current (remaining) epoch: the same on every rank."""
@@ -725,27 +772,57 @@ class ShardLoader:
                              f"{sorted(unknown)[:5]}")
         self.epoch, self.consumed = int(state["epoch"]), set(state["consumed"])
 
-    def __iter__(self) -> Iterator[dict]:
+    def _open_stream(self, plans: list[WorkerPlan]) -> "_Stream":
         import os
-        plans = self._plans()[self.rank]
         workers = max(1, self.cfg.workers)
         fork = hasattr(os, "fork")
-        if self.cfg.reuse_buffers and fork and self.cfg.decode != "gpu" and self._ring is None:
-            s = self.cfg.image_size
-            self._ring = _ImageRing(workers, max(1, self.cfg.prefetch_factor) + 2,
-                                    (self.cfg.batch_size, s, s, 3))
-        ring = self._ring if self.cfg.decode != "gpu" else None
-        ds = _EpochDataset(self.split_dir, self.cfg, plans, self.repeat, self.epoch, self.rank, ring)
-        if ring is not None:
-            ring.start_epoch()
+        ring = None
+        if self.cfg.reuse_buffers and fork and self.cfg.decode != "gpu":
+            if self._ring is None:
+                s = self.cfg.image_size
+                self._ring = _ImageRing(workers, max(1, self.cfg.prefetch_factor) + 2,
+                                        (self.cfg.batch_size, s, s, 3))
+            ring = self._ring
+            ring.start()
+        # training streams on into the next epochs; evaluation reads one epoch and stops
+        ds = _StreamDataset(self.split_dir, self.cfg, plans, self.repeat, self.epoch, self.rank, ring,
+                            self.planner if self.cfg.train else None)
         dl = DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=self.cfg.pin_memory,
                         collate_fn=_as_is,
                         worker_init_fn=_WorkerNice(self.cfg.worker_nice) if self.cfg.worker_nice else None,
                         prefetch_factor=self.cfg.prefetch_factor, persistent_workers=False,
                         multiprocessing_context="fork" if fork else None)
-        it = iter(dl)
+        return _Stream(iter(dl), ring, self.epoch)
+
+    def close(self) -> None:
+        """Stop the workers (they otherwise stream on into the next epoch until the loader is gone)."""
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def __iter__(self) -> Iterator[dict]:
+        """One epoch (what is left of it). The workers do not stop at its end: in training they go
+        on into the next epoch, planned by themselves, so the next ``iter()`` finds its first
+        batches ready (no worker start-up, no emptied pipeline at epoch boundaries). After
+        ``load_state_dict`` or ``set_epoch`` to another epoch, or an epoch left before its end, the
+        next ``iter()`` starts fresh workers."""
+        plans = self._plans()[self.rank]
+        stream, self._stream = self._stream, None
+        if stream is None or stream.epoch != self.epoch or self.consumed:
+            if stream is not None:
+                stream.close()
+            stream = self._open_stream(plans)
+        complete = False
         try:
-            for batch in it:
+            n = sum(w.batches for w in plans)
+            while n:
+                batch = next(stream.batches)
+                if "marker" in batch:    # a worker with fewer batches than the busiest one
+                    continue
+                n -= 1
+                got = batch.pop("epoch")
+                if got != self.epoch:   # a bug, not bad data: the plans of main and workers differ
+                    raise RuntimeError(f"loader stream out of step: a batch of epoch {got} in epoch {self.epoch}")
                 if isinstance(batch.get("image"), _RingSlot):   # not pinned: copied out here
                     batch["image"] = batch["image"].materialize()
                 batch = as_tensors(batch)
@@ -753,10 +830,28 @@ class ShardLoader:
                 self.consumed.update(self.last_done)
                 self.bad_samples += batch.pop("bad_samples")
                 yield batch
+            complete = True
         finally:
-            if ring is not None:
-                ring.end_epoch()
-            del it
+            if complete and self.cfg.train:
+                stream.epoch = self.epoch + 1
+                self._stream = stream
+            else:
+                stream.close()
         # the epoch is over: the next one starts from a fresh shuffle
         self.epoch += 1
         self.consumed = set()
+
+
+class _Stream:
+    """A DataLoader iterator whose workers are producing batches of ``epoch`` (and on)."""
+
+    def __init__(self, batches, ring: _ImageRing | None, epoch: int):
+        self.batches, self.ring, self.epoch = batches, ring, epoch
+
+    def close(self) -> None:
+        if self.ring is not None:
+            self.ring.stop()
+        shutdown = getattr(self.batches, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        self.batches = None

@@ -513,6 +513,7 @@ class Trainer:
             self.stop.status("failed")
             raise
         finally:
+            self.loader.close()   # its workers would otherwise stream on into the next epoch
             if self.metrics is not None:
                 self.metrics.close()
             self.stop.restore()

@@ -201,20 +201,26 @@ def test_bad_members_are_counted_not_fatal(shards, tmp_path):
     raw = (split / names[0]).read_bytes()
     (split / names[0]).write_bytes(raw[: len(raw) // 2])          # a truncated tar
     import tarfile
-    with tarfile.open(split / names[1]) as tar:                     # a sample whose JPEG is garbage
-        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
-    with tarfile.open(split / names[1], "w") as tar:
-        for i, (m, data) in enumerate(members):
-            if m.name.endswith(".jpg") and i < 3:
-                data = b"\xff\xd8\xff" + b"garbage" * 10
-            m.size = len(data)
-            tar.addfile(m, io.BytesIO(data))
+    garbage = 0
+    for name in names[1:4]:       # every JPEG of three shards is garbage: more than a batch lost
+        with tarfile.open(split / name) as tar:
+            members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+        with tarfile.open(split / name, "w") as tar:
+            for m, data in members:
+                if m.name.endswith(".jpg"):
+                    data = b"\xff\xd8\xff" + b"garbage" * 10
+                    garbage += 1
+                m.size = len(data)
+                tar.addfile(m, io.BytesIO(data))
+    assert garbage > 8
     cfg = LoaderConfig(batch_size=8, workers=2, image_size=32, log_bad_every_s=0)
     loader = ShardLoader(split, cfg)
-    n = len(loader)
-    batches = list(loader)
-    assert len(batches) == n
-    assert loader.bad_samples >= 2
+    for epoch in range(2):        # the rank still yields its planned batch count, epoch after epoch
+        n = len(loader)
+        batches = list(loader)
+        assert len(batches) == n and loader.epoch == epoch + 1
+        assert all(b["image"].shape[0] == 8 for b in batches)
+    assert loader.bad_samples >= 2 * garbage
 
 
 def test_eval_mode_is_ordered_and_centre_cropped(shards):
@@ -356,13 +362,15 @@ def test_stopping_mid_epoch_releases_the_workers(shards):
 
 def test_image_ring_protocol_never_lets_a_worker_overwrite_an_uncopied_batch():
     """The ring by itself: a forked writer that runs far ahead (no DataLoader pacing it) and a
-    slow reader; every batch read holds what was written for it."""
+    slow reader; every batch read holds what was written for it. Every other batch goes through
+    the DataLoader's pin-memory function, as the pin thread would take it."""
     import multiprocessing
     import os
     import time
-    from pipeline.loader import _ImageRing
+    from torch.utils.data._utils.pin_memory import pin_memory
+    from pipeline.loader import _ImageRing, _RingSlot
     ring = _ImageRing(workers=1, slots=2, shape=(2, 4, 4, 3))
-    ring.start_epoch()
+    ring.start()
     ctx = multiprocessing.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
     parent = os.getpid()
@@ -378,9 +386,38 @@ def test_image_ring_protocol_never_lets_a_worker_overwrite_an_uncopied_batch():
         for c in range(8):
             assert recv.recv() == c
             time.sleep(0.05)          # the writer would be two batches ahead by now
-            out = ring.copy_out(0, c % 2, pin=False)
+            if c % 2:
+                out = pin_memory({"image": _RingSlot(ring.id, 0, c % 2), "n": np.zeros(1)})["image"]
+            else:
+                out = ring.copy_out(0, c % 2, pin=False)
             assert out.shape == (2, 3, 4, 4) and bool((out == c).all()), (c, out.unique())
     finally:
-        ring.end_epoch()
+        ring.stop()
         proc.join(10)
     assert proc.exitcode == 0
+
+
+def test_workers_stream_on_into_the_next_epoch(shards):
+    """Training workers go on into the next epoch (planned in the worker) instead of restarting:
+    the batches are those of a fresh loader started at that epoch, and the stream is the same."""
+    split = shards / "train"
+    cfg = LoaderConfig(batch_size=8, workers=2, shuffle_buffer=8, image_size=32, seed=7)
+    loader = ShardLoader(split, cfg)
+    streamed, streams = [], []
+    for epoch in range(3):
+        streamed.append([(b["instance"], b["image"]) for b in loader])
+        streams.append(loader._stream)
+    assert streams[0] is streams[1] is streams[2] is not None
+    for epoch in range(3):
+        fresh = ShardLoader(split, cfg)
+        fresh.set_epoch(epoch)
+        got = [(b["instance"], b["image"]) for b in fresh]
+        fresh.close()
+        assert len(got) == len(streamed[epoch])
+        for (i1, x1), (i2, x2) in zip(got, streamed[epoch]):
+            assert torch.equal(i1, i2) and torch.equal(x1, x2)
+    assert not torch.equal(streamed[0][0][0], streamed[1][0][0])    # epochs are shuffled anew
+    loader.set_epoch(7)           # another epoch than the stream's: fresh workers
+    next(iter(loader))
+    assert loader._stream is None
+    loader.close()
