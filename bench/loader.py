@@ -1,7 +1,7 @@
 """Benchmark of the shard writer and the streaming loader.
 
     python bench/loader.py [--classes 40] [--images-per-class 100] [--workers N] [--batch 64]
-                           [--image-size 224] [--epochs 2] [--repeats 3] [--device cpu|cuda]
+                           [--image-size 224] [--epochs 2] [--repeats 5] [--device cpu|cuda]
                            [--workdir DIR]
 
 Builds a generated WebVision-format example (text mining + shards; kept in --workdir), then
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
 import sys
 import tempfile
 import threading
@@ -78,7 +79,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--image-size", type=int, default=224)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5, help="loader runs, each between two plain runs")
     ap.add_argument("--epochs", type=int, default=2, help="consecutive loader epochs per timed run")
     ap.add_argument("--shard-count", type=int, default=250, help="samples per shard")
     ap.add_argument("--device", default="cpu")
@@ -114,17 +115,20 @@ def main() -> None:
         for _ in loader:   # also the warm-up epoch: page cache, worker start-up code paths
             pass
     loader.close()
-    # alternate the two, best of --repeats each: this machine's speed drifts by 20% between runs
-    plain_rates, loader_rates, steady_rates = [], [], []
-    for _ in range(args.repeats):
+    # this machine's speed drifts by up to 20% within minutes: every loader run is bracketed by
+    # two plain runs (P L P L ... P) and compared with their mean; the median ratio is reported
+
+    def plain() -> float:
         aug = CpuAugment(cfg, random.Random(0))
         out = np.empty((1, args.image_size, args.image_size, 3), dtype=np.uint8)
         t = time.perf_counter()
         for data in jpegs:
             aug.into(data, out)
-        plain_rates.append(len(jpegs) / (time.perf_counter() - t))
-        # --epochs consecutive epochs from a cold start (the workers forked here, as at the start of
-        # a training run); they stream from one epoch into the next as in training
+        return len(jpegs) / (time.perf_counter() - t)
+
+    def full_loader() -> tuple[float, float]:
+        # --epochs consecutive epochs from a cold start (the workers forked here, as at the start
+        # of a training run); they stream from one epoch into the next as in training
         images = steady_images = 0
         t = time.perf_counter()
         first = None
@@ -137,21 +141,32 @@ def main() -> None:
                     steady_images += len(batch["class_id"])
         end = time.perf_counter()
         loader.close()
-        loader_rates.append(images / (end - t) / args.workers)
-        steady_rates.append(steady_images / (end - first) / args.workers)
-    plain_rate, per_core, steady = max(plain_rates), max(loader_rates), max(steady_rates)
+        return images / (end - t) / args.workers, steady_images / (end - first) / args.workers
+
+    plain_rates, loader_rates, steady_rates = [plain()], [], []
+    for _ in range(args.repeats):
+        whole, steady = full_loader()
+        loader_rates.append(whole)
+        steady_rates.append(steady)
+        plain_rates.append(plain())
+    around = [(a + b) / 2 for a, b in zip(plain_rates, plain_rates[1:])]
+    ratios = [x / p for x, p in zip(loader_rates, around)]
+    steady_ratios = [x / p for x, p in zip(steady_rates, around)]
+    med = statistics.median
+    ratio, steady_ratio = med(ratios), med(steady_ratios)
     print(f"\n{n} images in {len(schema.read_sizes(split))} shards (generated example, "
           f"{sum(len(j) for j in jpegs) / len(jpegs) / 1024:.1f} KB mean JPEG), batch {args.batch}, "
           f"{args.image_size}px, {args.workers} worker processes on {os.cpu_count()} cores, "
-          f"best of {args.repeats} alternating runs")
+          f"{args.repeats} loader runs each between two plain runs")
     print(f"shard writer: {writer_rate:.0f} images/s/core (goal >= 1000, no re-encoding)")
-    print(f"plain decode+augment loop: {plain_rate:.0f} images/s on one core")
-    print(f"full loader, {args.epochs} whole epochs from a cold start: {per_core:.0f} images/s per worker core "
-          f"-> {per_core / plain_rate:.3f} of the plain loop, overhead {1 - per_core / plain_rate:+.1%} "
-          f"(goal <= 10%)")
+    print(f"plain decode+augment loop: {med(plain_rates):.0f} images/s on one core "
+          f"(median; {min(plain_rates):.0f}-{max(plain_rates):.0f})")
+    print(f"full loader, {args.epochs} whole epochs from a cold start: {med(loader_rates):.0f} images/s per "
+          f"worker core (median) -> {ratio:.3f} of the plain loop around it "
+          f"(median; {min(ratios):.3f}-{max(ratios):.3f}), overhead {1 - ratio:+.1%} (goal <= 10%)")
     print(f"  the same without the first batch (worker start-up, shuffle-buffer fill): "
-          f"{steady:.0f} images/s per worker core -> {steady / plain_rate:.3f} of the plain loop, "
-          f"overhead {1 - steady / plain_rate:+.1%}")
+          f"{med(steady_rates):.0f} images/s per worker core -> {steady_ratio:.3f} "
+          f"({min(steady_ratios):.3f}-{max(steady_ratios):.3f}), overhead {1 - steady_ratio:+.1%}")
     print(f"loader peak memory (PSS, main + workers): {rss.peak / 2**20:.0f} MiB")
 
     if args.device.startswith("cuda"):
