@@ -97,6 +97,7 @@ def _loader_check(args) -> int:
         padding += int(batch["padding"].sum())
         images += len(batch["class_id"])
     dt = time.perf_counter() - t
+    loader.close()   # its workers would go on into the next epoch
     hist = np.bincount(classes)
     print(f"{args.shards}: rank {args.rank}/{args.world_size}, {n_batches} batches of {cfg.batch_size} "
           f"({images} images, {padding} padding) in {dt:.1f}s = {images / dt:.0f} images/s with "
