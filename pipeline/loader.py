@@ -800,6 +800,12 @@ class ShardLoader:
             self._stream.close()
             self._stream = None
 
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: the workers die with the process
+            pass
+
     def __iter__(self) -> Iterator[dict]:
         """One epoch (what is left of it). The workers do not stop at its end: in training they go
         on into the next epoch, planned by themselves, so the next ``iter()`` finds its first
