@@ -20,6 +20,11 @@ the job stopped is read again from its start (shard granularity).
 Batches are dicts of uint8 images (``B x 3 x H x W`` in channels_last memory layout; normalise
 and colour-jitter on the GPU with :mod:`pipeline.gpu_augment`) and packed labels (see
 :func:`collate`).
+
+Process boundary: workers write crops straight into a ring of batch buffers that the main process
+allocated before forking them (:class:`_ImageRing`), so a batch's images cross as two integers;
+labels cross as small numpy arrays. In training the workers stream on into the next epoch, which
+they plan themselves (:class:`EpochPlanner`), so epoch boundaries cost no worker restart.
 """
 from __future__ import annotations
 
@@ -68,7 +73,7 @@ class LoaderConfig:
     pin_memory: bool = False
     prefetch_factor: int = 4
     worker_nice: int = 0                  # raise the workers' niceness: the training process keeps its core
-    reuse_buffers: bool = True            # workers fill a ring of shared-memory batch buffers (see _batch)
+    reuse_buffers: bool = True            # workers fill a ring of shared-memory batch buffers (see _ImageRing)
 
 
 # ---------------------------------------------------------------------------------------------
