@@ -32,6 +32,7 @@ import io
 import itertools
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -344,7 +345,8 @@ def centre_box(width: int, height: int, crop_pct: float) -> tuple[int, int, int,
 
 
 class CpuAugment:
-    """JPEG bytes -> n uint8 H x W x 3 arrays: crop box (random-resized or centre), resize, flip."""
+    """JPEG bytes -> n uint8 H x W x 3 crops written into an array: crop box (random-resized or
+    centre), resize, flip."""
 
     def __init__(self, cfg: LoaderConfig, rng: random.Random):
         self.cfg, self.rng = cfg, rng
@@ -356,13 +358,6 @@ class CpuAugment:
 
     def flip(self) -> bool:
         return self.cfg.train and self.rng.random() < self.cfg.hflip
-
-    def __call__(self, data: bytes, n: int = 1) -> np.ndarray:
-        """n augmented crops of one JPEG as a fresh uint8 n x H x W x 3 array."""
-        s = self.cfg.image_size
-        out = np.empty((n, s, s, 3), dtype=np.uint8)
-        self.into(data, out)
-        return out
 
     def into(self, data: bytes, out: np.ndarray) -> None:
         """Decode one JPEG and write ``len(out)`` augmented crops into ``out`` (n x H x W x 3, e.g.
@@ -411,10 +406,11 @@ def _packed(lists: list, dtype) -> tuple[np.ndarray, np.ndarray]:
 
 
 def collate(items: list[tuple[dict, bool]], images) -> dict:
-    """A batch's labels (``items``: each image's label record and padding flag), as numpy arrays (the worker's side: small arrays travel pickled through the
-    result pipe, while every tensor would cost a shared-memory segment and a file-descriptor
-    handshake per batch; :func:`as_tensors` makes them tensors in the main process). Sparse labels
-    are packed as (flat values, offsets): image i's keyword ids are
+    """A batch's labels (``items``: each image's label record and padding flag) as numpy arrays:
+    the worker's side, where small arrays travel pickled through the result pipe while every
+    tensor would cost a shared-memory segment and a file-descriptor handshake per batch
+    (:func:`as_tensors` makes them tensors in the main process). Sparse labels are packed as
+    (flat values, offsets): image i's keyword ids are
     ``keyword_ids[keyword_offsets[i]:keyword_offsets[i + 1]]``; likewise label_ids/label_weights
     with label_offsets. ``instance`` is shared by the repeat_aug copies of one image."""
     labels = [it for it, _ in items]
@@ -476,7 +472,6 @@ class _ImageRing:
 
     def take(self, worker: int, count: int, parent: int) -> torch.Tensor:
         """The worker side: wait until the buffer of its batch number ``count`` is free."""
-        import os
         while not self.free[worker].acquire(timeout=1.0):
             if os.getppid() != parent:   # the main process is gone
                 raise SystemExit(1)
@@ -546,7 +541,6 @@ class _StreamDataset(IterableDataset):
         self.epoch, self.rank, self.ring, self.planner = epoch, rank, ring, planner
 
     def __iter__(self):
-        import os
         info = get_worker_info()
         wid = info.id if info is not None else 0
         if info is None and len(self.plans) > 1:
@@ -698,7 +692,6 @@ class _WorkerNice:
         self.increment = increment
 
     def __call__(self, worker_id: int) -> None:
-        import os
         os.nice(self.increment)
 
 
@@ -778,7 +771,6 @@ class ShardLoader:
         self.epoch, self.consumed = int(state["epoch"]), set(state["consumed"])
 
     def _open_stream(self, plans: list[WorkerPlan]) -> "_Stream":
-        import os
         workers = max(1, self.cfg.workers)
         fork = hasattr(os, "fork")
         ring = None
