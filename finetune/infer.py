@@ -17,6 +17,7 @@ from pipeline import schema
 from pipeline.gpu_augment import GpuAugment
 from pipeline.loader import LoaderConfig, ShardLoader
 from pretrain.model import load_model
+from webtag.atomic import atomic_file, write_text_atomic
 
 from .metrics import ClassificationMeter
 
@@ -87,22 +88,14 @@ def predict(models, split_dir, out: str | Path, k: int = 5, **kw) -> int:
         top = probs.topk(min(k, probs.shape[1]), dim=1).indices.tolist()
         for idx, ids in zip(fields["instance"].tolist(), top):
             rows[idx] = ids
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_file(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for idx in sorted(rows):
             fh.write(keys[idx] + " " + " ".join(map(str, rows[idx])) + "\n")
-    tmp.replace(out)
     return len(rows)
 
 
 def write_json(path: str | Path, data: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 
