@@ -22,6 +22,7 @@ from pipeline import schema as shard_schema
 from pipeline.example import class_style, render_image
 from pipeline.shards import ShardConfig, shard_all
 from text_mining import schema as tm
+from webtag.atomic import atomic_file, remove_stale_tmp
 from webtag.parallel import run_parts
 
 
@@ -34,9 +35,8 @@ def _render_range(root: str, start: int, stop: int, classes: int, seed: int) -> 
         aspect = math.exp(r.uniform(math.log(3 / 4), math.log(4 / 3)))
         w, h = (256, round(256 * aspect)) if aspect >= 1 else (round(256 / aspect), 256)
         img = render_image(class_style(seed, i % classes), w, h, r, noise=float(r.uniform(4.0, 16.0)))
-        tmp = path.with_suffix(".tmp")
-        img.save(tmp, "JPEG", quality=85)
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            img.save(tmp, "JPEG", quality=85)
     return stop - start
 
 
@@ -85,6 +85,7 @@ def make_synthetic(workdir: str | Path, images: int = 20000, classes: int = 5000
     if not (shards / "train" / shard_schema.SIZES_FILE).exists():
         workers = workers or os.cpu_count() or 1
         (root / "train").mkdir(parents=True, exist_ok=True)
+        remove_stale_tmp(root / "train")   # images of a killed run, half written
         chunk = max(1, math.ceil(images / (workers * 4)))
         jobs = [(str(root), s, min(images, s + chunk), classes, seed) for s in range(0, images, chunk)]
         run_parts(_render_range, jobs, workers, "render images")

@@ -13,10 +13,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import re
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Literal
 from pathlib import Path
@@ -26,7 +24,7 @@ import pyarrow.parquet as pq
 import webdataset as wds
 
 from text_mining import schema as tm_schema
-from webtag.atomic import atomic_file, remove_stale_tmp, write_text_atomic
+from webtag.atomic import PendingFile, atomic_file, remove_stale_tmp, write_text_atomic
 from webtag.parallel import run_parts
 from webtag.problems import Problems
 
@@ -114,33 +112,31 @@ class _ShardSink:
         self.folder, self.prefix = folder, prefix
         self.max_size, self.max_count = max_size, max_count
         self.seq = -1
-        self.writer = self.tmp = self.name = None
+        self.writer = self.pending = self.name = None
         self.count = self.size = 0
         self.sizes: dict[str, int] = {}
 
     def _open(self) -> None:
         self.seq += 1
         self.name = f"{self.prefix}-{self.seq:04d}.tar"
-        self.tmp = self.folder / f".{self.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.pending = PendingFile(self.folder / self.name)
         # a fixed integer mtime: reruns are byte-identical, and no pax header per member (a float
         # mtime makes tarfile write one, doubling the headers that readers parse)
-        self.writer = wds.TarWriter(str(self.tmp), mtime=0)
+        self.writer = wds.TarWriter(str(self.pending.tmp), mtime=0)
         self.count = self.size = 0
 
     def close(self) -> None:
         if self.writer is None:
             return
         self.writer.close()
-        with open(self.tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self.tmp, self.folder / self.name)
+        self.pending.commit()
         self.sizes[self.name] = self.count
         self.writer = None
 
     def abort(self) -> None:
         if self.writer is not None:
             self.writer.close()
-            self.tmp.unlink(missing_ok=True)
+            self.pending.abort()
             self.writer = None
 
     def write(self, sample: dict, nbytes: int) -> tuple[str, int]:

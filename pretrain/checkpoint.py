@@ -5,6 +5,10 @@ process, and the registered objects: LR scheduler, EMA) plus ``trainer_state.jso
 the merged loader position, the config). It is written under a hidden name and renamed when
 complete, ``trainer_state.json`` last: a folder named ``step-*`` is always whole, so a job killed
 while saving resumes from the previous one.
+
+The hidden name is ``webtag.atomic.tmp_name`` with a fixed owner (``.step-00001000.tmp-ranks``):
+every rank computes it on its own and writes its part into it; the main process publishes it
+(``webtag.atomic.publish``) and then removes what killed saves left (``remove_stale_tmp``).
 """
 from __future__ import annotations
 
@@ -13,8 +17,11 @@ import re
 import shutil
 from pathlib import Path
 
+from webtag.atomic import publish, remove_stale_tmp, tmp_name
+
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^step-(\d{8})$")
+TMP_OWNER = "ranks"   # not a pid: one name that every rank of the job agrees on
 
 
 def checkpoint_root(output_dir: str | Path) -> Path:
@@ -26,7 +33,8 @@ def checkpoint_name(step: int) -> str:
 
 
 def tmp_dir(output_dir: str | Path, step: int) -> Path:
-    return checkpoint_root(output_dir) / f".tmp-{checkpoint_name(step)}"
+    """The folder every rank writes its part of checkpoint ``step`` into (the same on every rank)."""
+    return tmp_name(checkpoint_root(output_dir) / checkpoint_name(step), owner=TMP_OWNER)
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
@@ -65,10 +73,9 @@ def finish(tmp: Path, state: dict, keep: int) -> Path:
     final = tmp.parent / checkpoint_name(state["step"])
     if final.exists():
         shutil.rmtree(final)
-    tmp.rename(final)
+    publish(tmp, final)
     found = list_checkpoints(tmp.parent.parent)
     for old in found[: max(0, len(found) - max(1, keep))]:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in tmp.parent.glob(".tmp-step-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_tmp(tmp.parent)   # the folders of saves killed before their rename
     return final

@@ -29,6 +29,7 @@ def main(argv: list[str]) -> int:
     import scipy.sparse as sp
 
     from text_mining import schema as tm
+    from webtag.atomic import atomic_file, write_text_atomic
 
     from .graph import graph_stats, label_graph
     from .options import label_lists
@@ -39,11 +40,9 @@ def main(argv: list[str]) -> int:
     stats = {**graph_stats(a_hat), "tau": args.tau, "p": args.p, "variant": args.variant, "target": args.target,
              "labels_dir": str(labels.resolve())}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp.npz")
-    sp.save_npz(tmp, a_hat)
-    tmp.replace(out)
-    out.with_suffix(".json").write_text(json.dumps(stats, indent=2) + "\n")
+    with atomic_file(out) as tmp, open(tmp, "wb") as fh:   # a file object: save_npz adds no suffix
+        sp.save_npz(fh, a_hat)
+    write_text_atomic(out.with_suffix(".json"), json.dumps(stats, indent=2) + "\n")
     print(f"{stats['labels']} labels, {stats['edges']} edges, density {stats['density']:.3g}, "
           f"{stats['mean_neighbours']:.2f} neighbours per label (max {stats['max_neighbours']}), "
           f"{stats['isolated_labels']} without a neighbour -> {out}")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from webtag.atomic import atomic_file
+
 
 def precision_at_k(logits: torch.Tensor, targets: torch.Tensor, ks: list[int]) -> dict[int, torch.Tensor]:
     """Per k: the sum over images of ``|top_k(z) ∩ P| / k`` (P: the labels with target > 0), for the
@@ -51,12 +53,10 @@ class MetricsLog:
             self._rewrite()
 
     def _rewrite(self) -> None:
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        with atomic_file(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=self.columns)
             w.writeheader()
             w.writerows(self.rows)
-        tmp.replace(self.path)
 
     def log(self, step: int, values: dict) -> None:
         row = {"step": step, **{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in values.items()}}

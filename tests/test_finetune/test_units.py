@@ -136,3 +136,21 @@ def test_ensemble_averages_the_models_probabilities(shards_v1, tmp_path):
     assert both.shape == single[0].shape and not torch.allclose(single[0], single[1])
     assert torch.allclose(both, (single[0] + single[1]) / 2, atol=1e-6)
     assert torch.allclose(both.sum(dim=1), torch.ones(len(both)), atol=1e-5)
+
+
+def test_predict_and_write_json_keep_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    """A submission or report half written (killed, or failing mid-way) leaves the previous file
+    and no leftover beside it (webtag.atomic)."""
+    from finetune import infer
+    monkeypatch.setattr(infer, "keys_by_index", lambda split_dir: {0: "val/0"})   # no key for image 1
+    monkeypatch.setattr(infer, "ensemble_batches", lambda models, split_dir, **kw: iter(
+        [(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), {"instance": torch.tensor([0, 1])})]))
+    out = tmp_path / "pred" / "submission.txt"
+    out.parent.mkdir()
+    out.write_text("old\n")
+    with pytest.raises(KeyError):
+        infer.predict([], "unused", out, k=1)
+    assert out.read_text() == "old\n" and [p.name for p in out.parent.iterdir()] == ["submission.txt"]
+    infer.write_json(tmp_path / "new" / "r.json", {"a": 1})
+    assert json.loads((tmp_path / "new" / "r.json").read_text()) == {"a": 1}
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["r.json"]
