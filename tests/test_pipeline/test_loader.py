@@ -12,9 +12,8 @@ from PIL import Image
 from scipy.stats import chisquare
 
 from pipeline import schema
-from pipeline.gpu_augment import GpuAugment
-from pipeline.loader import LoaderConfig, ShardLoader, WorkerPlan, gpu_decode, merge_states, plan_epoch, sample_stream
-from pipeline.loader import BadSamples
+from pipeline.loader import (BadSamples, GpuAugment, LoaderConfig, ShardLoader, WorkerPlan, gpu_decode, merge_states,
+                            plan_epoch, sample_stream)
 from pipeline.shards import ShardConfig, merge_split, shard_all, write_part
 
 
@@ -86,7 +85,7 @@ def test_equal_batch_counts_across_ranks_and_every_sample_once(shards):
     cfg = LoaderConfig(batch_size=8, workers=2, shuffle_buffer=20, image_size=32)
     lengths, batches = _run_epoch(split, cfg, world=3)
     assert len(set(lengths)) == 1 and [len(b) for b in batches] == lengths
-    real = [int(i) for rank in batches for b in rank for i, p in zip(b["instance"], b["padding"]) if not p]
+    real = [int(i) for rank in batches for b in rank for i, p in zip(b["index"], b["meta"].padding) if not p]
     assert sorted(real) == sorted(pq_indices(split)) and len(real) == total
     for rank in batches:
         for b in rank:
@@ -145,7 +144,7 @@ def test_keyword_repeat_factor_sampling(skewed):
 def test_repeated_augmentation(shards):
     cfg = LoaderConfig(batch_size=12, workers=1, repeat_aug=3, image_size=48)
     batch = next(iter(ShardLoader(shards / "train", cfg)))
-    inst = batch["instance"].tolist()
+    inst = batch["index"].tolist()
     assert all(inst[i] == inst[i + 1] == inst[i + 2] for i in range(0, 12, 3))
     assert len(set(inst)) == 4
     copies = batch["image"][0:3].float()
@@ -163,7 +162,7 @@ def test_resume_without_repeats_or_gaps(shards):
         loader = ShardLoader(split, cfg, rank=r, world_size=world)
         seen = []
         for i, b in enumerate(loader):
-            seen += [(int(x), bool(p)) for x, p in zip(b["instance"], b["padding"])]
+            seen += [(int(x), bool(p)) for x, p in zip(b["index"], b["meta"].padding)]
             if i == len(loader) // 2:
                 break
         first[r] = seen
@@ -183,7 +182,7 @@ def test_resume_without_repeats_or_gaps(shards):
         lengths.append(len(loader))
         batches = list(loader)
         assert len(batches) == lengths[-1]
-        second += [int(x) for b in batches for x, p in zip(b["instance"], b["padding"]) if not p]
+        second += [int(x) for b in batches for x, p in zip(b["index"], b["meta"].padding) if not p]
         assert loader.state_dict() == {"epoch": 1, "consumed": []}
     assert len(set(lengths)) == 1
     assert not {shard_of[i] for i in second} & consumed            # no consumed shard read again
@@ -226,8 +225,8 @@ def test_bad_members_are_counted_not_fatal(shards, tmp_path):
 def test_eval_mode_is_ordered_and_centre_cropped(shards):
     cfg = LoaderConfig(batch_size=5, workers=1, train=False, image_size=40)
     loader = ShardLoader(shards / "val", cfg)
-    a = [b["instance"].tolist() for b in loader]
-    b = [b["instance"].tolist() for b in ShardLoader(shards / "val", cfg)]
+    a = [b["index"].tolist() for b in loader]
+    b = [b["index"].tolist() for b in ShardLoader(shards / "val", cfg)]
     assert a == b
     flat = [i for x in a for i in x]
     assert flat[: len(set(flat))] == sorted(set(flat))
@@ -237,7 +236,7 @@ def test_torchvision_decode_matches_pil(shards):
     base = dict(batch_size=6, workers=1, train=False, image_size=64)
     pil = next(iter(ShardLoader(shards / "val", LoaderConfig(**base))))
     tv = next(iter(ShardLoader(shards / "val", LoaderConfig(**base, decode="torchvision"))))
-    assert torch.equal(pil["instance"], tv["instance"])
+    assert torch.equal(pil["index"], tv["index"])
     assert (pil["image"].float() - tv["image"].float()).abs().mean() < 12
 
 
@@ -319,14 +318,14 @@ def test_ring_buffers_with_uneven_worker_quotas_and_a_slow_consumer(shards, monk
     to prefetch_factor x workers = 4 batches ahead) and a ring of prefetch_factor + 2 = 3 buffers each: a worker must wait for the main
     process to copy a batch out before it reuses its buffer, however slow that copy is."""
     import time
-    from pipeline import loader as loader_mod
-    copy_out = loader_mod._ImageRing.copy_out
+    from pipeline.loader.ring import ImageRing
+    copy_out = ImageRing.copy_out
 
     def slow_copy_out(self, *args):
         time.sleep(0.03)          # a busy pin-memory thread: the workers run ahead meanwhile
         return copy_out(self, *args)
 
-    monkeypatch.setattr(loader_mod._ImageRing, "copy_out", slow_copy_out)
+    monkeypatch.setattr(ImageRing, "copy_out", slow_copy_out)
     base = dict(batch_size=8, workers=4, image_size=32, prefetch_factor=1, seed=5)
     split = shards / "train"
     names = sorted(schema.read_sizes(split))
@@ -368,8 +367,8 @@ def test_image_ring_protocol_never_lets_a_worker_overwrite_an_uncopied_batch():
     import os
     import time
     from torch.utils.data._utils.pin_memory import pin_memory
-    from pipeline.loader import _ImageRing, _RingSlot
-    ring = _ImageRing(workers=1, slots=2, shape=(2, 4, 4, 3))
+    from pipeline.loader.ring import ImageRing, RingSlot
+    ring = ImageRing(workers=1, slots=2, shape=(2, 4, 4, 3))
     ring.start()
     ctx = multiprocessing.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
@@ -387,7 +386,7 @@ def test_image_ring_protocol_never_lets_a_worker_overwrite_an_uncopied_batch():
             assert recv.recv() == c
             time.sleep(0.05)          # the writer would be two batches ahead by now
             if c % 2:
-                out = pin_memory({"image": _RingSlot(ring.id, 0, c % 2), "n": np.zeros(1)})["image"]
+                out = pin_memory({"image": RingSlot(ring.id, 0, c % 2), "n": np.zeros(1)})["image"]
             else:
                 out = ring.copy_out(0, c % 2, pin=False)
             assert out.shape == (2, 3, 4, 4) and bool((out == c).all()), (c, out.unique())
@@ -405,13 +404,13 @@ def test_workers_stream_on_into_the_next_epoch(shards):
     loader = ShardLoader(split, cfg)
     streamed, streams = [], []
     for epoch in range(3):
-        streamed.append([(b["instance"], b["image"]) for b in loader])
+        streamed.append([(b["index"], b["image"]) for b in loader])
         streams.append(loader._stream)
     assert streams[0] is streams[1] is streams[2] is not None
     for epoch in range(3):
         fresh = ShardLoader(split, cfg)
         fresh.set_epoch(epoch)
-        got = [(b["instance"], b["image"]) for b in fresh]
+        got = [(b["index"], b["image"]) for b in fresh]
         fresh.close()
         assert len(got) == len(streamed[epoch])
         for (i1, x1), (i2, x2) in zip(got, streamed[epoch]):

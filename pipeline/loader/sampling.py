@@ -15,9 +15,12 @@ The copies of a sample go through the shuffle buffer, so they are spread over th
 """
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
 
-MODES = ("instance", "class", "sqrt", "keyword")
+import numpy as np
+import pyarrow.parquet as pq
+
+from .. import schema
 
 
 def class_repeat_factors(class_counts: np.ndarray, mode: str) -> np.ndarray:
@@ -38,10 +41,10 @@ def class_repeat_factors(class_counts: np.ndarray, mode: str) -> np.ndarray:
     return out
 
 
-def keyword_repeat_factors(keyword_lists, n_keywords: int, threshold: float) -> np.ndarray:
+def keyword_repeat_factors(keyword_lists, num_keywords: int, threshold: float) -> np.ndarray:
     """Per image, max over its keywords of max(1, sqrt(threshold / f_k))."""
     n = len(keyword_lists)
-    df = np.zeros(n_keywords, dtype=np.float64)
+    df = np.zeros(num_keywords, dtype=np.float64)
     for kws in keyword_lists:
         df[np.asarray(kws, dtype=np.int64)] += 1
     freq = df / max(1, n)
@@ -55,3 +58,22 @@ def copies(r: float, rng: np.random.Generator) -> int:
     """Stochastic rounding of a repeat factor."""
     base = int(r)
     return base + (1 if rng.random() < r - base else 0)
+
+
+def shard_repeat_factors(split_dir: Path, sizes: dict[str, int], mode: str, threshold: float,
+                         num_keywords: int | None = None) -> dict[str, np.ndarray]:
+    """Every sample's repeat factor, per shard of ``sizes`` and by position in it, from the
+    split's manifest (class ids, keyword ids): the factors of ``mode`` over the whole split."""
+    t = pq.read_table(Path(split_dir) / schema.MANIFEST_FILE,
+                      columns=["shard", "position", "class_id", "keyword_ids"]).to_pydict()
+    if mode == "keyword":
+        nk = num_keywords or (1 + max((k for ks in t["keyword_ids"] for k in ks), default=0))
+        r = keyword_repeat_factors(t["keyword_ids"], nk, threshold)
+    else:
+        cls = np.asarray(t["class_id"], dtype=np.int64)
+        r = class_repeat_factors(np.bincount(cls), mode)[cls]
+    out: dict[str, list] = {s: [0.0] * n for s, n in sizes.items()}
+    for shard, pos, f in zip(t["shard"], t["position"], r):
+        if shard in out:
+            out[shard][pos] = f
+    return {s: np.asarray(v) for s, v in out.items()}

@@ -1,0 +1,191 @@
+"""The loader of one rank: a split's shards, epoch after epoch, through DataLoader workers.
+
+It plans the epoch (:mod:`.plan`), forks the workers (:mod:`.worker`) over a DataLoader with the
+identity collate function (the workers batch themselves), copies each batch's images out of the
+ring (:mod:`.ring`) unless the pin-memory thread did, and keeps the resumable position: the
+epoch and the shards whose every sample has been delivered (each batch's
+``BatchMeta.shards_done``). In training the workers are kept across epochs.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from torch.utils.data import DataLoader
+
+from .. import schema
+from .collate import BatchMeta, EpochMarker, as_tensors
+from .config import LoaderConfig
+from .paths import batch_path
+from .plan import EpochPlanner, WorkerPlan
+from .ring import ImageRing, RingSlot
+from .sampling import shard_repeat_factors
+from .worker import StreamDataset
+
+
+class _WorkerNice:
+    """worker_init_fn: lower the worker's scheduling priority, so that with as many busy workers
+    as cores the training process (which launches the GPU work) is not the one kept waiting."""
+
+    def __init__(self, increment: int):
+        self.increment = increment
+
+    def __call__(self, worker_id: int) -> None:
+        os.nice(self.increment)
+
+
+def _as_is(batch):
+    """collate_fn: the worker's batch goes through unchanged (not numpy -> tensor in the worker)."""
+    return batch
+
+
+class _Stream:
+    """A DataLoader iterator whose workers are producing batches of ``epoch`` (and on)."""
+
+    def __init__(self, batches, ring: ImageRing | None, epoch: int):
+        self.batches, self.ring, self.epoch = batches, ring, epoch
+
+    def close(self) -> None:
+        if self.ring is not None:
+            self.ring.stop()
+        shutdown = getattr(self.batches, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        self.batches = None
+
+
+class ShardLoader:
+    """Batches of one rank over a split's shards (``SHARDS/train``), epoch after epoch.
+
+    A batch is a dict of tensors: ``image`` (uint8 B x 3 x S x S, channels_last; None with
+    ``decode=gpu``, see :mod:`.paths`), the packed labels of :func:`.collate.collate`, and
+    ``meta``, its :class:`.collate.BatchMeta`."""
+
+    def __init__(self, split_dir: str | Path, cfg: LoaderConfig, rank: int = 0, world_size: int = 1,
+                 num_keywords: int | None = None, shards: list[str] | None = None):
+        """``shards``: read only these shards of the split (e.g. all but a held-out few);
+        ``num_keywords``: the vocabulary size, for keyword sampling (default: from the manifest)."""
+        self.split_dir = Path(split_dir)
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        if cfg.batch_size % max(1, cfg.repeat_aug):
+            raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of repeat_aug {cfg.repeat_aug}")
+        self.sizes = schema.read_sizes(self.split_dir)
+        if shards is not None:
+            unknown = sorted(set(shards) - set(self.sizes))
+            if unknown:
+                raise ValueError(f"{self.split_dir / schema.SIZES_FILE} lists no shard {unknown[:5]}")
+            keep = set(shards)
+            self.sizes = {s: n for s, n in self.sizes.items() if s in keep}
+        self.repeat = None
+        if cfg.train and cfg.sampling != "instance":
+            self.repeat = shard_repeat_factors(self.split_dir, self.sizes, cfg.sampling, cfg.keyword_threshold,
+                                               num_keywords)
+        if self.repeat is None:
+            self.expected = {s: float(n) for s, n in self.sizes.items()}
+        else:
+            self.expected = {s: float(r.sum()) for s, r in self.repeat.items()}
+        self.epoch = 0
+        self.consumed: set[str] = set()
+        self.bad_samples = 0
+        self.path = batch_path(cfg)
+        self._ring: ImageRing | None = None   # the workers' batch buffers, kept across epochs
+        self._stream: _Stream | None = None    # workers already streaming self.epoch (see __iter__)
+        self.planner = EpochPlanner(self.expected, cfg.seed, world_size, cfg.workers, cfg.images_per_batch,
+                                    shuffle=cfg.train)
+
+    def _plans(self) -> list[list[WorkerPlan]]:
+        return self.planner(self.epoch, self.consumed)
+
+    def __len__(self) -> int:
+        """Batches this rank yields in the current (remaining) epoch: the same on every rank."""
+        return sum(w.batches for w in self._plans()[self.rank])
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.consumed = epoch, set()
+
+    def state_dict(self, in_flight: Iterable[BatchMeta] = ()) -> dict:
+        """The resumable position. ``in_flight``: batches already taken from the loader but not
+        yet used (a device prefetcher's): their shards do not count as consumed."""
+        undelivered = {s for meta in in_flight for s in meta.shards_done}
+        return {"epoch": self.epoch, "consumed": sorted(self.consumed - undelivered)}
+
+    def load_state_dict(self, state: dict) -> None:
+        unknown = set(state["consumed"]) - set(self.sizes)
+        if unknown:
+            raise ValueError(f"the checkpoint's loader state names shards that {self.split_dir} lacks: "
+                             f"{sorted(unknown)[:5]}")
+        self.epoch, self.consumed = int(state["epoch"]), set(state["consumed"])
+
+    def _open_stream(self, plans: list[WorkerPlan]) -> _Stream:
+        workers = max(1, self.cfg.workers)
+        fork = hasattr(os, "fork")
+        ring = None
+        if self.cfg.reuse_buffers and fork and self.path.uses_ring:
+            if self._ring is None:
+                s = self.cfg.image_size
+                self._ring = ImageRing(workers, max(1, self.cfg.prefetch_factor) + 2, (self.cfg.batch_size, s, s, 3))
+            ring = self._ring
+            ring.start()
+        # training streams on into the next epochs; evaluation reads one epoch and stops
+        ds = StreamDataset(self.split_dir, self.cfg, plans, self.repeat, self.epoch, self.rank, ring,
+                           self.planner if self.cfg.train else None)
+        dl = DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=self.cfg.pin_memory,
+                        collate_fn=_as_is,
+                        worker_init_fn=_WorkerNice(self.cfg.worker_nice) if self.cfg.worker_nice else None,
+                        prefetch_factor=self.cfg.prefetch_factor, persistent_workers=False,
+                        multiprocessing_context="fork" if fork else None)
+        return _Stream(iter(dl), ring, self.epoch)
+
+    def close(self) -> None:
+        """Stop the workers (they otherwise stream on into the next epoch until the loader is gone)."""
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: the workers die with the process
+            pass
+
+    def __iter__(self) -> Iterator[dict]:
+        """One epoch (what is left of it). The workers do not stop at its end: in training they go
+        on into the next epoch, planned by themselves, so the next ``iter()`` finds its first
+        batches ready (no worker start-up, no emptied pipeline at epoch boundaries). After
+        ``load_state_dict`` or ``set_epoch`` to another epoch, or an epoch left before its end, the
+        next ``iter()`` starts fresh workers."""
+        plans = self._plans()[self.rank]
+        stream, self._stream = self._stream, None
+        if stream is None or stream.epoch != self.epoch or self.consumed:
+            if stream is not None:
+                stream.close()
+            stream = self._open_stream(plans)
+        complete = False
+        try:
+            n = sum(w.batches for w in plans)
+            while n:
+                batch = next(stream.batches)
+                if type(batch) is EpochMarker:    # a worker with fewer batches than the busiest one
+                    continue
+                n -= 1
+                meta: BatchMeta = batch["meta"]
+                if meta.epoch != self.epoch:   # a bug, not bad data: the plans of main and workers differ
+                    raise RuntimeError(f"loader stream out of step: a batch of epoch {meta.epoch} in epoch {self.epoch}")
+                if isinstance(batch.get("image"), RingSlot):   # not pinned: copied out here
+                    batch["image"] = batch["image"].materialize()
+                batch = as_tensors(batch)
+                self.consumed.update(meta.shards_done)
+                self.bad_samples += meta.bad_samples
+                yield batch
+            complete = True
+        finally:
+            if complete and self.cfg.train:
+                stream.epoch = self.epoch + 1
+                self._stream = stream
+            else:
+                stream.close()
+        # the epoch is over: the next one starts from a fresh shuffle
+        self.epoch += 1
+        self.consumed = set()

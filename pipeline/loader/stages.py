@@ -1,0 +1,160 @@
+"""The sample stream of one worker and epoch, as a list of composable stages:
+
+    shard_passes(plan)             the worker's shards once, then its padding sources again and again
+    -> read_samples(split, bad)    complete samples of each shard, in order (tar.read_shard)
+    -> repeat_by_factors(r, rng)   0, 1 or more copies of each sample (stochastic rounding)
+    -> tracked_shuffle(n, rng)     a shuffle buffer that knows when a shard's last copy left it
+    -> take(quota)                 exactly the worker's quota
+
+Each stage is a function of its parameters that returns a function of the stream before it
+(as webdataset's and open_clip's pipelines read); :func:`compose` chains them. What flows
+between the stages are :class:`Drawn` samples and two markers: :class:`ShardEnd` (every sample
+of a shard has been read) and :data:`PASS_END` (a pass over the shards ended: the shuffle buffer
+is drained before padding samples come, so real samples never wait behind padding ones).
+
+The decode, augment and batch stages come after these, in the worker (:mod:`.worker`), since
+crops are written straight into the batch's image buffer.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from .bad import BadSamples
+from .plan import WorkerPlan
+from .sampling import copies
+from .tar import read_shard
+
+Stage = Callable[[Iterable], Iterator]
+
+
+@dataclass(frozen=True, slots=True)
+class Drawn:
+    """A sample read from a shard: its members (``jpg``, ``labels``, ...), where it came from and
+    whether it pads the epoch (read again after the worker's shards ran out)."""
+    sample: dict
+    shard: str
+    position: int
+    padding: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ShardEnd:
+    shard: str
+
+
+PASS_END = object()
+
+
+def compose(source: Iterable, *stages: Stage) -> Iterator:
+    stream = iter(source)
+    for stage in stages:
+        stream = stage(stream)
+    return stream
+
+
+def shard_passes(plan: WorkerPlan) -> Iterator:
+    """(shard, padding) for the worker's shards, then for its padding sources, again and again
+    (the stream is cut by :func:`take`); :data:`PASS_END` after each pass."""
+    for shard in plan.shards:
+        yield shard, False
+    yield PASS_END
+    while plan.pad_from:
+        for shard in plan.pad_from:
+            yield shard, True
+        yield PASS_END
+
+
+def read_samples(split_dir: Path, bad: BadSamples) -> Stage:
+    def stage(passes: Iterable) -> Iterator:
+        sources, got_any = [], False
+        for what in passes:
+            if what is PASS_END:
+                if sources and not got_any:
+                    raise RuntimeError(f"no readable sample in {sources} ({split_dir}): cannot fill the epoch")
+                sources, got_any = [], False
+                yield PASS_END
+                continue
+            shard, padding = what
+            sources.append(shard)
+            for pos, sample in enumerate(read_shard(split_dir / shard, bad)):
+                got_any = True
+                yield Drawn(sample, shard, pos, padding)
+            if not padding:
+                yield ShardEnd(shard)
+    return stage
+
+
+def repeat_by_factors(factors: dict[str, np.ndarray] | None, rng: np.random.Generator) -> Stage:
+    """Each sample ``copies(r)`` times, r its repeat factor (:mod:`.sampling`); no factors: once."""
+    def stage(items: Iterable) -> Iterator:
+        if factors is None:
+            yield from items
+            return
+        for it in items:
+            if type(it) is Drawn:
+                f = factors.get(it.shard)
+                n = 1 if f is None else copies(float(f[min(it.position, len(f) - 1)]), rng)
+                for _ in range(n):
+                    yield it
+            else:
+                yield it
+    return stage
+
+
+def tracked_shuffle(buffer_size: int, rng: np.random.Generator) -> Stage:
+    """(sample, is_padding, shards whose every copy has now been delivered) out of a shuffle
+    buffer of ``buffer_size`` (1: in order). A shard is finished when it has been read to its end
+    and its last real copy left the buffer; that is what makes a resume exact (:mod:`.plan`)."""
+    def stage(items: Iterable) -> Iterator:
+        buf: list[Drawn] = []
+        pending: dict[str, int] = {}
+        closed: set[str] = set()
+        done: list[str] = []
+
+        def emit():
+            nonlocal done
+            i = int(rng.integers(len(buf)))
+            it = buf[i]
+            buf[i] = buf[-1]
+            buf.pop()
+            if not it.padding:
+                pending[it.shard] -= 1
+                if pending[it.shard] == 0 and it.shard in closed:
+                    done.append(it.shard)
+            finished, done = done, []
+            return it.sample, it.padding, finished
+
+        for it in items:
+            if it is PASS_END:
+                while buf:
+                    yield emit()
+            elif type(it) is ShardEnd:
+                closed.add(it.shard)
+                if pending.get(it.shard, 0) == 0:   # nothing of it was drawn (or all bad): delivered
+                    done.append(it.shard)
+            else:
+                if not it.padding:
+                    pending[it.shard] = pending.get(it.shard, 0) + 1
+                buf.append(it)
+                if len(buf) >= buffer_size:
+                    yield emit()
+    return stage
+
+
+def take(n: int) -> Stage:
+    return lambda items: itertools.islice(items, max(0, n))
+
+
+def sample_stream(split_dir: Path, plan: WorkerPlan, quota: int, factors: dict[str, np.ndarray] | None,
+                  buffer_size: int, rng: np.random.Generator, bad: BadSamples) -> Iterator[tuple[dict, bool, list[str]]]:
+    """Exactly ``quota`` samples of one worker's epoch as (sample, is_padding, shards finished)."""
+    return compose(shard_passes(plan),
+                   read_samples(split_dir, bad),
+                   repeat_by_factors(factors, rng),
+                   tracked_shuffle(buffer_size, rng),
+                   take(quota))

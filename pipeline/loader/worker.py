@@ -1,0 +1,129 @@
+"""One worker's batches, epoch after epoch: the sample stream (:mod:`.stages`), then decode,
+augment and batch (:mod:`.paths`), exactly the worker's quota per epoch.
+
+:class:`StreamDataset` is what the DataLoader forks; each worker builds its own
+:class:`WorkerStream` (its id, RNGs, buffer count) when it starts iterating. In training a
+worker streams on into the next epoch, which it plans itself (:class:`.plan.EpochPlanner`), so
+epoch boundaries cost no worker restart. Every worker hands over the same number of items per
+epoch (an :class:`.collate.EpochMarker` for each batch it has fewer than the rank's busiest
+worker), so the DataLoader's round-robin never mixes two epochs.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .. import schema
+from .augment import CpuAugment
+from .bad import BadSamples
+from .collate import BatchMeta, EpochMarker, collate
+from .config import LoaderConfig
+from .paths import batch_path
+from .plan import EpochPlanner, WorkerPlan
+from .ring import ImageRing, RingSlot
+from .stages import sample_stream
+
+
+class StreamDataset(IterableDataset):
+    """Epoch ``epoch`` of one rank (``plans``: one per worker, shards already consumed left out),
+    then, with ``planner``, the epochs after it."""
+
+    def __init__(self, split_dir: Path, cfg: LoaderConfig, plans: list[WorkerPlan], repeat, epoch: int,
+                 rank: int, ring: ImageRing | None = None, planner: EpochPlanner | None = None):
+        self.split_dir, self.cfg, self.plans, self.repeat = split_dir, cfg, plans, repeat
+        self.epoch, self.rank, self.ring, self.planner = epoch, rank, ring, planner
+
+    def __iter__(self):
+        info = get_worker_info()
+        if info is None and len(self.plans) > 1:
+            raise RuntimeError("the loader plans one stream per worker: use workers >= 1")
+        return WorkerStream(self, info.id if info is not None else 0, in_worker=info is not None).batches()
+
+
+class WorkerStream:
+    """The state of one worker: its id, the main process it belongs to and its batch count (which
+    ring buffer comes next)."""
+
+    def __init__(self, ds: StreamDataset, worker: int, in_worker: bool):
+        self.ds, self.cfg, self.worker, self.in_worker = ds, ds.cfg, worker, in_worker
+        self.parent = os.getppid()
+        self.count = 0
+        self.path_cls = batch_path(ds.cfg)
+
+    def batches(self):
+        epoch, plans = self.ds.epoch, self.ds.plans
+        while True:
+            yield from self.epoch(epoch, plans)
+            if self.ds.planner is None:
+                return
+            epoch += 1
+            plans = self.ds.planner(epoch)[self.ds.rank]
+
+    def epoch(self, epoch: int, plans: list[WorkerPlan]):
+        """This worker's batches of one epoch: exactly its quota (samples whose JPEG cannot be
+        decoded are made up by padding copies of the epoch's first good image), then the markers."""
+        plan, cfg = plans[self.worker], self.cfg
+        m = max(1, cfg.repeat_aug)
+        seed = [cfg.seed, epoch, self.ds.rank, self.worker]
+        rng = np.random.default_rng(seed)
+        aug = CpuAugment(cfg, random.Random(str(seed)))
+        bad = BadSamples(cfg.log_bad_every_s)
+        samples = sample_stream(self.ds.split_dir, plan, plan.batches * cfg.images_per_batch, self.ds.repeat,
+                                cfg.shuffle_buffer if cfg.train else 1, rng, bad)
+        path = self.path_cls(cfg, self.buffer)
+        items, done, filler, emitted = [], [], None, 0
+
+        def batch():
+            nonlocal items, done, emitted
+            out = collate(items, BatchMeta(epoch, tuple(done), bad.since_last()))
+            out.update(path.fields())
+            items, done = [], []
+            emitted += 1
+            return out
+
+        for sample, padding, finished in samples:          # decode -> augment -> batch
+            done.extend(finished)
+            try:
+                path.add(len(items), sample[schema.IMAGE_EXT], aug, m)
+            except Exception as exc:  # noqa: BLE001 - a corrupt JPEG must not stop training
+                bad.add(f"{sample['__key__']}", f"cannot decode: {exc}")
+                continue
+            items.extend([(sample["labels"], padding)] * m)
+            if filler is None:
+                filler = (path.filler(len(items) - m, m), items[-m:])
+            if len(items) == cfg.batch_size:
+                yield batch()
+        while emitted < plan.batches:   # undecodable JPEGs left the quota short: padding copies
+            if filler is None:
+                raise RuntimeError(f"no decodable image in shards {plan.shards} of {self.ds.split_dir}: "
+                                   "cannot fill the epoch")
+            while len(items) < cfg.batch_size:
+                path.put_filler(len(items), filler[0])
+                items.extend((labels, True) for labels, _ in filler[1])
+            yield batch()
+        for _ in range(max(w.batches for w in plans) - plan.batches):
+            yield EpochMarker(epoch)
+
+    def buffer(self) -> tuple[np.ndarray, object]:
+        """A batch's image buffer, N x H x W x C (numpy view, filled in place) and what the batch
+        carries for it: the B x 3 x H x W view, channels_last as the model wants it, or the
+        :class:`.ring.RingSlot` of a ring buffer."""
+        s = self.cfg.image_size
+        shape = (self.cfg.batch_size, s, s, 3)
+        ring = self.ds.ring
+        if not self.in_worker:
+            nhwc = torch.empty(shape, dtype=torch.uint8)
+            images = nhwc.permute(0, 3, 1, 2)
+        elif ring is not None:
+            nhwc = ring.take(self.worker, self.count, self.parent)
+            images = RingSlot(ring.id, self.worker, self.count % ring.slots)
+        else:   # reuse_buffers off: a fresh shared-memory buffer per batch
+            nhwc = torch.empty(shape, dtype=torch.uint8).share_memory_()
+            images = nhwc.permute(0, 3, 1, 2)
+        self.count += 1
+        return nhwc.numpy(), images
