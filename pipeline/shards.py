@@ -25,7 +25,7 @@ import webdataset as wds
 
 from text_mining import schema as tm_schema
 from webtag.atomic import PendingFile, atomic_file, remove_stale_tmp, write_text_atomic
-from webtag.parallel import run_parts
+from webtag.parallel import part_range, run_parts
 from webtag.problems import Problems
 
 from . import schema
@@ -97,12 +97,6 @@ def val_samples(root: str | Path) -> pa.Table:
         "label_ids": pa.array([[c] for c in classes], pa.list_(pa.int32())),
         "label_weights": pa.array([[1.0] for _ in range(n)], pa.list_(pa.float32())),
     })
-
-
-def part_range(n: int, part: int, num_parts: int) -> tuple[int, int]:
-    if num_parts < 1 or not 0 <= part < num_parts:
-        raise ValueError(f"part {part} is not in 0..{num_parts - 1}")
-    return n * part // num_parts, n * (part + 1) // num_parts
 
 
 class _ShardSink:

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from webtag.atomic import atomic_dir
+from webtag.parallel import part_range
 
 from .config import TextMiningConfig
 from .keywords import KeywordExtractor
@@ -59,7 +60,7 @@ def count_part(root: str | Path, out: str | Path, cfg: TextMiningConfig, part: i
     wn = load_wordnet(cfg.wordnet.nltk_data)
     extractor = KeywordExtractor(cfg.keywords, wn)
     problems = Problems(cfg.reader.on_error)
-    start, end = release.part_range(part, num_parts)
+    start, end = part_range(release.total, part, num_parts)
 
     cols = {name: [] for name in EXTRACT_SCHEMA.names}
     occurrences: collections.Counter = collections.Counter()

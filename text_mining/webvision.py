@@ -2,8 +2,9 @@
 
 See shared/docs/methods.md section 1 for the layout. Images are addressed by their position
 (``index``) in the training list: ``info/train_filelist_all.txt`` when present, otherwise the
-Google list followed by the Flickr list. A part of the work is a contiguous range of that list,
-so N parts read exactly the records one part reads, in the same order.
+Google list followed by the Flickr list. A part of the work is a contiguous range of that list
+(``webtag.parallel.part_range(release.total, part, num_parts)``), so N parts read exactly the
+records one part reads, in the same order.
 """
 from __future__ import annotations
 
@@ -237,12 +238,7 @@ class Release:
                      "(reader.check_images=always forces it)", self.images_root)
         return present
 
-    # ---- parts -------------------------------------------------------------------------------
-    def part_range(self, part: int, num_parts: int) -> tuple[int, int]:
-        if num_parts < 1 or not 0 <= part < num_parts:
-            raise ValueError(f"part {part} is not in 0..{num_parts - 1}")
-        return self.total * part // num_parts, self.total * (part + 1) // num_parts
-
+    # ---- parts (webtag.parallel.part_range over ``total``) -----------------------------------
     def locate(self, index: int) -> tuple[Segment, int]:
         """The file list and 1-based line of a train-list index."""
         for seg in self.segments:

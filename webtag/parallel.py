@@ -1,4 +1,5 @@
-"""Running the independent parts of a map step on one machine: in-process or in a process pool."""
+"""The independent parts of a map step: which slice of the work each part does (``part_range``),
+and running them on one machine, in-process or in a process pool (``run_parts``)."""
 from __future__ import annotations
 
 import multiprocessing
@@ -8,6 +9,14 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable, Sequence
 
 from tqdm import tqdm
+
+
+def part_range(n: int, part: int, num_parts: int) -> tuple[int, int]:
+    """The contiguous slice ``[lo, hi)`` of ``n`` items that part ``part`` of ``num_parts`` does:
+    the parts partition ``range(n)`` in order, their sizes differ by at most one."""
+    if num_parts < 1 or not 0 <= part < num_parts:
+        raise ValueError(f"part {part} is not in 0..{num_parts - 1}")
+    return n * part // num_parts, n * (part + 1) // num_parts
 
 
 def _limit_threads(n: int) -> None:

@@ -7,6 +7,7 @@ import pytest
 from text_mining.config import ReaderConfig
 from text_mining.problems import Problems
 from text_mining.webvision import Release, ReleaseError, salvage_json_list
+from webtag.parallel import part_range
 
 
 def _lines(path):
@@ -53,11 +54,11 @@ def test_parts_partition_the_list(example_v1):
     rel = Release(example_v1)
     seen = []
     for part in range(3):
-        lo, hi = rel.part_range(part, 3)
+        lo, hi = part_range(rel.total, part, 3)
         seen += [r.index for r in rel.iter_records(lo, hi, Problems())]
     assert seen == list(range(rel.total))
     with pytest.raises(ValueError):
-        rel.part_range(3, 3)
+        part_range(rel.total, 3, 3)
 
 
 def test_per_source_lists_without_all(example_v1, tmp_path):
