@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
 from pipeline import schema  # noqa: E402
-from pipeline.example import make_example  # noqa: E402
+from webvision_example import make_example  # noqa: E402
 from pipeline.loader import CpuAugment, LoaderConfig, ShardLoader, gpu_decode, read_shard, BadSamples  # noqa: E402
 from pipeline.shards import ShardConfig, merge_split, split_samples, write_part  # noqa: E402
 from text_mining.config import TextMiningConfig  # noqa: E402

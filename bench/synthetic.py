@@ -19,11 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import schema as shard_schema
-from pipeline.example import class_style, render_image
 from pipeline.shards import ShardConfig, shard_all
 from text_mining import schema as tm
 from webtag.atomic import atomic_file, remove_stale_tmp
 from webtag.parallel import run_parts
+from webvision_example import class_style, render_image
 
 
 def _render_range(root: str, start: int, stop: int, classes: int, seed: int) -> int:

@@ -2,7 +2,7 @@
 
     python bench/text_mining.py [--records 100000] [--classes 1000] [--workers N] [--config YAML]
 
-Generates a WebVision-format release of metadata only (python -m pipeline example --no-images),
+Generates a WebVision-format release of metadata only (python -m webvision_example --no-images),
 then runs count -> vocabulary -> tag -> merge with N worker processes (default: all cores) and
 prints the throughput of each step per core. The goal (issue 2): the 16M records of WebVision 2.0
 in under an hour on one 32-core node, i.e. >= 140 records/s/core end to end.
@@ -25,7 +25,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.example import make_example  # noqa: E402
 from text_mining.config import TextMiningConfig  # noqa: E402
 from text_mining.count import count_part  # noqa: E402
 from text_mining.keywords import KeywordExtractor, WordNetLexiconFilter  # noqa: E402
@@ -38,6 +37,7 @@ from text_mining.webvision import Release  # noqa: E402
 from text_mining.wordnet import load_wordnet  # noqa: E402
 from webtag.config import load_config  # noqa: E402
 from webtag.logs import setup_logging  # noqa: E402
+from webvision_example import make_example  # noqa: E402
 
 
 class UncachedLexicon(WordNetLexiconFilter):

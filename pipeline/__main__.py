@@ -1,7 +1,6 @@
 """Command line of the pipeline stage: ``python -m pipeline <command> ...``.
 
 Commands:
-  example       write a small generated dataset in WebVision's release format
   shard         pack images and their text-mining labels into WebDataset shards
   shard-merge   the reduce step of a sharding run split into parts (Slurm)
   loader-check  one epoch of the streaming loader over a split: batches, speed, class balance
@@ -23,26 +22,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    example = commands.add_parser(
-        "example",
-        help="write a small generated dataset in WebVision's release format",
-        description="Write a small WebVision-format dataset (real WordNet classes, messy web "
-                    "text, class-dependent JPEGs) into a new or empty folder. Same arguments "
-                    "give byte-identical output.",
-    )
-    example.add_argument("--out", required=True, metavar="DIR",
-                         help="output folder (must not exist or be empty)")
-    example.add_argument("--classes", type=int, default=10, metavar="N",
-                         help="number of classes (default 10)")
-    example.add_argument("--images-per-class", type=int, default=24, metavar="M",
-                         help="training images per class, over both sources (default 24)")
-    example.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
-    example.add_argument("--version", choices=["1.0", "2.0"], default="1.0",
-                         help="WebVision release layout (default 1.0)")
-    example.add_argument("--val-per-class", type=int, default=3, metavar="K",
-                         help="validation images per class (default 3)")
-    example.add_argument("--no-images", dest="images", action="store_false",
-                         help="write lists and metadata only, no image files")
     shard = commands.add_parser(
         "shard", help="pack images with their labels into WebDataset tar shards",
         description="Pack the training images (with the text-mining labels) and the validation "
@@ -133,21 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging()
-    if args.command == "example":
-        from pipeline.example import make_example
-
-        try:
-            s = make_example(args.out, classes=args.classes, images_per_class=args.images_per_class,
-                             seed=args.seed, version=args.version, val_per_class=args.val_per_class,
-                             images=args.images)
-        except ValueError as exc:
-            parser.exit(2, f"{parser.prog} example: error: {exc}\n")
-        print(f"wrote {s['out']}: WebVision {s['version']} example, seed {s['seed']}, "
-              f"{s['classes']} classes, {s['queries']} queries, {s['train_total']} train images "
-              f"(google {s['train']['google']}, flickr {s['train']['flickr']}), {s['val']} val, "
-              f"{s['test']} test, {s['json_files']} json files"
-              + ("" if args.images else ", no image files"))
-        return 0
     if args.command == "loader-check":
         from webtag.config import ConfigError
         try:

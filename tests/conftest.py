@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.example import make_example
 from text_mining.config import TextMiningConfig
 from webtag.config import load_config
+from webvision_example import make_example
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = REPO / "configs" / "text_mining" / "example.yaml"

@@ -9,12 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import EXAMPLE_CONFIG, REPO, example_config
-from pipeline.example import make_example
 from text_mining import schema
 from text_mining.count import count_part
 from text_mining.layout import Layout, OutputMismatch
 from text_mining.runner import run_all
 from text_mining.tag import tag_part
+from webvision_example import make_example
 
 
 def test_outputs_and_schemas(mined_v1, example_v1):

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline import example as ex
-from pipeline.example import make_example
+from webvision_example import images, make_example
+from webvision_example.classes import choose_classes
+from webvision_example.plan import SOURCES, TEST_PER_CLASS
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = dict(classes=6, images_per_class=10, val_per_class=2)
@@ -69,7 +70,7 @@ def test_layout_v1(v1):
     assert not (root / "meta").exists()
     assert len(list((root / "val_images_256").glob("*.jpg"))) == s["val"] == 2 * s["classes"]
     n_test = len(list((root / "test_images_256").glob("*.jpg")))
-    assert n_test == s["test"] == ex.TEST_PER_CLASS * s["classes"]
+    assert n_test == s["test"] == TEST_PER_CLASS * s["classes"]
 
 
 def test_layout_v2(v2):
@@ -96,7 +97,7 @@ def test_lists_are_consistent(which, request):
     pairs = [line.split() for line in lines(info / "queries_synsets_map.txt")]
     qmap = {int(a): int(b) - base for a, b in pairs}
     referenced: dict[str, set[int]] = {}
-    for source in ex.SOURCES:
+    for source in SOURCES:
         files = lines(info / f"train_filelist_{source}.txt")
         metas = lines(info / f"train_meta_list_{source}.txt")
         assert len(files) == len(metas) == s["train"][source] > 0
@@ -147,7 +148,7 @@ def test_classes_are_wordnet_synsets(v1):
     # hypernym words used in the text do not depend on NLTK's (set) order of pointers
     import random
 
-    for c in ex.choose_classes(wn, 300, random.Random(0)):
+    for c in choose_classes(wn, 300, random.Random(0)):
         hypers = sorted(synset_from_wnid(wn, c.wnid).hypernyms(), key=lambda h: h.offset())
         assert c.hypernym == hypers[0].lemma_names()[0].replace("_", " ")
     queries = [q.split()[1] for q in lines(root / "info" / "queries_google.txt")]
@@ -161,12 +162,12 @@ def test_images_are_jpegs_of_varied_size(v1):
     for line in lines(root / "info" / "train_filelist_all.txt"):
         with Image.open(root / line.split()[0]) as im:
             assert im.format == "JPEG" and im.mode in ("RGB", "L")
-            assert all(ex.MIN_SIDE <= side <= ex.MAX_SIDE for side in im.size)
+            assert all(images.MIN_SIDE <= side <= images.MAX_SIDE for side in im.size)
             sizes.add(im.size)
     assert len(sizes) > 10
     for name in lines(root / "info" / "test_filelist.txt"):
         with Image.open(root / "test_images_256" / name) as im:
-            assert im.format == "JPEG" and min(im.size) == ex.VAL_SIDE
+            assert im.format == "JPEG" and min(im.size) == images.VAL_SIDE
 
 
 def test_class_images_differ_between_classes(v1):
@@ -241,7 +242,7 @@ def test_failed_run_leaves_nothing(tmp_path, monkeypatch):
     def boom(*_args, **_kwargs):
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(ex, "_write_images", boom)
+    monkeypatch.setattr(images, "write_images", boom)
     with pytest.raises(RuntimeError):
         make_example(tmp_path / "out", classes=2, images_per_class=2)
     assert list(tmp_path.iterdir()) == []
@@ -251,7 +252,7 @@ def test_cli(tmp_path):
     out = tmp_path / "example"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
                PYTHONHASHSEED="123")  # output must not depend on str hashing (NLTK keeps sets)
-    cmd = [sys.executable, "-m", "pipeline", "example", "--out", str(out), "--classes", "20",
+    cmd = [sys.executable, "-m", "webvision_example", "--out", str(out), "--classes", "20",
            "--images-per-class", "4", "--seed", "3", "--version", "2.0", "--no-images"]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -265,12 +266,14 @@ def test_cli(tmp_path):
 
 
 def test_cli_refuses_non_empty_out(tmp_path, capsys):
-    from pipeline.__main__ import main
+    from webvision_example.__main__ import main
 
     (tmp_path / "x.txt").write_text("x")
     with pytest.raises(SystemExit) as exc:
-        main(["example", "--out", str(tmp_path), "--classes", "2", "--no-images"])
+        main(["--out", str(tmp_path), "--classes", "2", "--no-images"])
     assert exc.value.code == 2
-    assert str(tmp_path) in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["example"])  # --out is required
+    err = capsys.readouterr().err
+    assert err == f"python -m webvision_example: error: {tmp_path} is not empty; give a new or empty folder for the example\n"
+    with pytest.raises(SystemExit) as exc:
+        main([])  # --out is required
+    assert exc.value.code == 2
