@@ -1,5 +1,5 @@
 """The finetuning config: the pretraining config (same sections, same engine) plus where the
-weights come from. Defaults follow the paper (shared/docs/methods.md section 4)."""
+weights come from. Defaults follow the paper (docs/methods.md, "Finetuning protocol")."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

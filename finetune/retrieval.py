@@ -1,4 +1,4 @@
-"""Instance retrieval with a trained model (MultiGrain, shared/docs/methods.md section 6).
+"""Instance retrieval with a trained model (MultiGrain; docs/methods.md, "MultiGrain").
 
 Embeddings are the model's pooled features (the input of its classifier: GeM-pooled when the model
 was trained with ``model.pooling=gem``), L2-normalised, optionally PCA-whitened and normalised

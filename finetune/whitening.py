@@ -1,4 +1,4 @@
-"""Retrieval features (MultiGrain, shared/docs/methods.md section 6):
+"""Retrieval features (MultiGrain; docs/methods.md, "MultiGrain"):
 L2-normalise -> PCA whitening -> L2-normalise.
 
 The whitening is fitted on a given set of embeddings (mean and the eigenvectors of their

@@ -1,4 +1,4 @@
-"""ML-GCN's classifier head (shared/docs/methods.md section 5) and its label embeddings.
+"""ML-GCN's classifier head (docs/methods.md, "ML-GCN") and its label embeddings.
 
 Two graph convolutions ``H' = LeakyReLU_0.2(A_hat H W)`` map the label embeddings (C x d) to C
 classifiers (C x D); the scores are ``y = W x`` for the pooled image feature x (eq. 3-4 of the

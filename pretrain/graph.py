@@ -1,4 +1,4 @@
-"""ML-GCN's label correlation matrix (shared/docs/methods.md section 5), sparse end to end.
+"""ML-GCN's label correlation matrix (docs/methods.md, "ML-GCN"), sparse end to end.
 
 From the training labels (the classes, or the ~35k-keyword vocabulary): ``M_ij`` images with
 both i and j, ``N_i`` images with i, the conditional probability ``P_ij = M_ij / N_i``, the binary

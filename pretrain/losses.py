@@ -1,4 +1,4 @@
-"""Targets and losses of WT-Set and LW-Set pretraining (shared/docs/methods.md sections 2-3).
+"""Targets and losses of WT-Set and LW-Set pretraining (docs/methods.md, "Losses").
 
 Batches carry sparse labels packed as (flat ids, offsets) (pipeline.loader.collate);
 :func:`dense_targets` turns them into a ``B x C`` matrix on the device, per batch, with one

@@ -1,4 +1,4 @@
-"""MultiGrain's pieces (shared/docs/methods.md section 6): GeM pooling, the margin loss with
+"""MultiGrain's pieces (docs/methods.md, "MultiGrain"): GeM pooling, the margin loss with
 distance-weighted negative sampling, and the joint loss.
 
 Repeated-augmentation batches come from the loader (``loader.repeat_aug=m``): the m copies of an

@@ -1,4 +1,4 @@
-"""SRN, the Spatial Regularization Network (Zhu et al., CVPR 2017; shared/docs/methods.md section 7).
+"""SRN, the Spatial Regularization Network (Zhu et al., CVPR 2017; docs/methods.md, "SRN").
 
 :class:`SRNHead` replaces the model's last linear layer and keeps it as the main net's classifier.
 A forward hook captures the res4 feature map (``layer3`` of a ResNet: 14 x 14 at 224 px; other

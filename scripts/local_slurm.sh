@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A real Slurm cluster on this machine for tests and CI (shared/docs/local-cluster.md):
+# A real Slurm cluster on this machine for tests and CI (docs/testing.md, "The local Slurm cluster"):
 # munge + slurmctld + two slurmd "nodes" (n1, n2) on loopback, from Debian's packages.
 #   scripts/local_slurm.sh start    install if needed, configure, start; idempotent
 #   scripts/local_slurm.sh stop     stop what start started

@@ -1,6 +1,6 @@
 """Reader for WebVision releases (1.0 and 2.0 layouts): classes, queries, file lists, metadata.
 
-See shared/docs/methods.md section 1 for the layout. Images are addressed by their position
+See docs/webvision.md for the layout. Images are addressed by their position
 (``index``) in the training list: ``info/train_filelist_all.txt`` when present, otherwise the
 Google list followed by the Flickr list. A part of the work is a contiguous range of that list
 (``webtag.parallel.part_range(release.total, part, num_parts)``), so N parts read exactly the

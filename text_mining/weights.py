@@ -1,4 +1,4 @@
-"""LW-Set label weights of a batch of images (shared/docs/methods.md section 3).
+"""LW-Set label weights of a batch of images (docs/methods.md, "LW-Set").
 
 For image i with vocabulary keywords K_i, query class q_i and text embedding e_i:
 - text:  T_ic = (1/|K_i|) sum_{k in K_i} S_kc, S the sparse keyword x class table (top-k per
