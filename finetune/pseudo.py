@@ -40,7 +40,7 @@ def pseudo_label(models, train_split: str | Path, labels_dir: str | Path, thresh
     unknown = []
     for probs, fields in ensemble_batches(models, train_split, **kw):
         conf, pred = probs.max(dim=1)
-        for idx, c, p, web in zip(fields["instance"].tolist(), conf.tolist(), pred.tolist(),
+        for idx, c, p, web in zip(fields["index"].tolist(), conf.tolist(), pred.tolist(),
                                   fields["class_id"].tolist()):
             row = row_of.get(idx)
             if row is None:

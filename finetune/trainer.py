@@ -61,19 +61,11 @@ class FinetuneTrainer(Trainer):
     def evaluate(self) -> dict[str, float]:
         from accelerate.utils import gather_object
 
-        acc = self.accelerator
         loader, shared = self.eval_loader(self.eval_dir)
         meter = ClassificationMeter(self.info.num_outputs)
         if loader is not None:
-            model = self.bare_model()
-            was_training = model.training
-            model.eval()
-            for batch in loader:
-                keep = ~batch["padding"]
-                with acc.autocast():
-                    logits = model(self._images(batch, train=False)).float()
-                meter.update(logits[keep.to(logits.device)], batch["class_id"][keep])
-            model.train(was_training)
+            for (logits,), batch, keep in self.eval_outputs(loader):
+                meter.update(logits, batch["class_id"][keep])
         if shared:   # every rank read its share of the shards: sum the counts
             merged = ClassificationMeter(self.info.num_outputs)
             for part in gather_object([meter]):

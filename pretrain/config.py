@@ -22,6 +22,22 @@ class DataConfig:
 
 
 @dataclass
+class GCNConfig:
+    tau: float = 0.4                      # binary threshold on P(j | i)
+    p: float = 0.2                        # re-weighting: weight of the neighbours
+    variant: Literal["paper", "original"] = "paper"   # the paper's equations or the authors' code
+    hidden: int = 1024
+    embeddings: str = "word2vec"          # word2vec: text mining's vectors; or a C x d .npy / pickle
+
+
+@dataclass
+class SRNConfig:
+    stage: int = 4                        # 1 main net, 2 attention + confidence, 3 f_sr, 4 all jointly
+    feature_layer: str = "layer3"         # the res4 block of a ResNet (14 x 14 at 224 px)
+    grid: int = 14
+
+
+@dataclass
 class ModelConfig:
     name: str = "resnet50"                # any timm model name
     pretrained: bool = False              # timm/HF-hub weights (needs internet)
@@ -37,22 +53,8 @@ class ModelConfig:
     head: Literal["linear", "gcn", "srn"] = "linear"   # gcn: ML-GCN classifier; srn: SRN
     init_weights: str = ""                # a whole model (model.safetensors) to start from, e.g. the
     #                                       previous SRN stage
-
-
-@dataclass
-class GCNConfig:
-    tau: float = 0.4                      # binary threshold on P(j | i)
-    p: float = 0.2                        # re-weighting: weight of the neighbours
-    variant: Literal["paper", "original"] = "paper"   # the paper's equations or the authors' code
-    hidden: int = 1024
-    embeddings: str = "word2vec"          # word2vec: text mining's vectors; or a C x d .npy / pickle
-
-
-@dataclass
-class SRNConfig:
-    stage: int = 4                        # 1 main net, 2 attention + confidence, 3 f_sr, 4 all jointly
-    feature_layer: str = "layer3"         # the res4 block of a ResNet (14 x 14 at 224 px)
-    grid: int = 14
+    gcn: GCNConfig = field(default_factory=GCNConfig)   # options of head=gcn
+    srn: SRNConfig = field(default_factory=SRNConfig)   # options of head=srn
 
 
 @dataclass
@@ -116,8 +118,6 @@ class TrainConfig:
 class PretrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    gcn: GCNConfig = field(default_factory=GCNConfig)
-    srn: SRNConfig = field(default_factory=SRNConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loader: LoaderConfig = field(default_factory=LoaderConfig)

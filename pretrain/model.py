@@ -1,4 +1,5 @@
-"""Models by timm name, with the head sized from the data, and the backbone-only weights file.
+"""The model factory and its files: the timm model with the configured pooling and head (linear,
+ML-GCN or SRN) sized from the data, the backbone-only weights file and the whole model.
 
 The backbone file (``backbone.safetensors`` + ``backbone.json``) holds every tensor of the model
 except the last linear layer (timm's ``pretrained_cfg["classifier"]``): finetuning loads it and
@@ -15,7 +16,10 @@ from torch import nn
 
 from webtag.atomic import atomic_file, write_text_atomic
 
+from .backbone import backbone_state, build_model, head_prefix
 from .config import ModelConfig
+from .options import set_gcn_head, set_pooling
+from .srn import attach_srn
 
 BACKBONE_WEIGHTS = "backbone.safetensors"
 BACKBONE_INFO = "backbone.json"
@@ -23,40 +27,16 @@ MODEL_WEIGHTS = "model.safetensors"      # the whole model, head included (evalu
 MODEL_INFO = "model.json"
 
 
-def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    try:
-        return timm.create_model(cfg.name, pretrained=cfg.pretrained, num_classes=num_classes,
-                                 drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate)
-    except RuntimeError as exc:
-        if "Unknown model" in str(exc):
-            close = timm.list_models(f"*{cfg.name.split('_')[0]}*")[:10]
-            raise ValueError(f"model.name={cfg.name!r} is not a timm model; similar names: {close}") from None
-        raise
-
-
-def head_prefix(model: nn.Module) -> str:
-    """The state-dict prefix of the last linear layer, e.g. ``fc`` (ResNet), ``classifier``
-    (EfficientNet), ``head.fc`` (some newer models)."""
-    name = model.pretrained_cfg.get("classifier") if hasattr(model, "pretrained_cfg") else None
-    if isinstance(name, (list, tuple)):
-        name = name[0]
-    if not name:
-        raise ValueError(f"{type(model).__name__}: timm names no classifier layer")
-    return name
-
-
-def replace_module(model: nn.Module, dotted: str, new: nn.Module) -> nn.Module:
-    """Put ``new`` where the submodule ``dotted`` (e.g. ``head.fc``) is; returns the old one."""
-    parent, _, attr = dotted.rpartition(".")
-    owner = model.get_submodule(parent)
-    old = getattr(owner, attr)
-    setattr(owner, attr, new)
-    return old
-
-
-def backbone_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    prefix = head_prefix(model) + "."
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith(prefix)}
+def build_full_model(cfg: ModelConfig, labels_dir: str | Path, target: str, num_outputs: int) -> nn.Module:
+    """The timm model with the configured pooling and head (linear, ML-GCN or SRN): the trainer
+    builds it this way, and so does :func:`load_model` from a saved model.json."""
+    model = build_model(cfg, num_outputs)
+    set_pooling(model, cfg)
+    if cfg.head == "gcn":
+        set_gcn_head(model, labels_dir, target, cfg.gcn, num_outputs)
+    elif cfg.head == "srn":
+        attach_srn(model, head_prefix(model), cfg.srn.feature_layer, num_outputs, cfg.srn.grid, cfg.srn.stage)
+    return model
 
 
 def save_backbone(model: nn.Module, folder: str | Path, model_name: str, extra: dict | None = None) -> Path:
@@ -105,13 +85,8 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
         raise FileNotFoundError(f"{path}: no {MODEL_WEIGHTS} with {MODEL_INFO} (a finished run folder, "
                                 "its best/ folder, or a model.safetensors written by webtag)")
     if "model_config" in info:   # rebuilt as trained: pooling, ML-GCN or SRN head
-        from webtag.config import from_dict
-
-        from .config import GCNConfig, SRNConfig
-        from .options import build_full_model
-        mcfg = from_dict(ModelConfig, {**info["model_config"], "pretrained": False, "init_weights": ""})
-        model = build_full_model(mcfg, from_dict(GCNConfig, info.get("gcn", {})), from_dict(SRNConfig, info.get("srn", {})),
-                                 info.get("labels", ""), info.get("target", "class"), int(info["num_classes"]))
+        mcfg = saved_model_config(info)
+        model = build_full_model(mcfg, info.get("labels", ""), info.get("target", "class"), int(info["num_classes"]))
     else:
         model = timm.create_model(info["model"], pretrained=False, num_classes=int(info["num_classes"]))
     model.load_state_dict(load_file(str(weights)), strict=True)
@@ -131,3 +106,14 @@ def load_whole_model(model: nn.Module, path: str | Path) -> None:
         model.load_state_dict(load_file(str(weights)), strict=True)
     except RuntimeError as exc:
         raise ValueError(f"{weights} does not fit the configured model: {exc}") from None
+
+
+def saved_model_config(info: dict) -> ModelConfig:
+    """The ModelConfig a model.json records (``model_config``; files written before the head
+    options moved under ``model`` keep ``gcn`` and ``srn`` beside it)."""
+    from webtag.config import from_dict
+    data = {**info["model_config"], "pretrained": False, "init_weights": ""}
+    for head in ("gcn", "srn"):
+        if head not in data and head in info:
+            data[head] = info[head]
+    return from_dict(ModelConfig, data)

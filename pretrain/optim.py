@@ -1,4 +1,4 @@
-"""Optimizer, LR schedule (warmup, then cosine / step / constant) and the weight EMA.
+"""Optimizer, LR schedule (warmup, then cosine / step / constant) and the weight EMA (timm's).
 
 The schedule is a function of the optimizer step (not the micro-batch) and is stepped by the
 trainer only when gradients were applied: Accelerate's scheduler wrapper is not used, since it
@@ -57,24 +57,9 @@ def build_scheduler(optimizer, cfg: OptimConfig, total_steps: int, steps_per_epo
         optimizer, lambda s: lr_factor(s + off, total_steps + off, steps_per_epoch, cfg))
 
 
-class ModelEma(nn.Module):
-    """Exponential moving average of the weights: ``theta_ema <- d * theta_ema + (1 - d) * theta``
-    after every optimizer step (buffers such as BatchNorm statistics are copied)."""
-
-    def __init__(self, model: nn.Module, decay: float):
-        super().__init__()
-        import copy
-        self.module = copy.deepcopy(model).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-        self.decay = decay
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        ema = self.module.state_dict()
-        for name, value in model.state_dict().items():
-            target = ema[name]
-            if value.dtype.is_floating_point:
-                target.lerp_(value.to(target.dtype), 1.0 - self.decay)
-            else:
-                target.copy_(value)
+def build_ema(model: nn.Module, decay: float) -> nn.Module:
+    """The EMA of the weights, timm's ``ModelEmaV3``: ``theta_ema <- d * theta_ema + (1 - d) * theta``
+    after every optimizer step, for every floating-point tensor of the state (BatchNorm running
+    statistics included; integer buffers are copied), with a constant decay (no warmup)."""
+    from timm.utils import ModelEmaV3
+    return ModelEmaV3(model, decay=decay)

@@ -15,7 +15,7 @@ from text_mining import schema as tm
 from .config import GCNConfig, ModelConfig
 from .gcn import GCNClassifier, label_embeddings, load_embedding_matrix, sparse_tensor
 from .graph import graph_stats, label_graph
-from .model import head_prefix, replace_module
+from .backbone import head_prefix, replace_module
 from .multigrain import GeM
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,8 @@ def gcn_embeddings(labels_dir: str | Path, target: str, cfg: GCNConfig, num_labe
         return load_embedding_matrix(cfg.embeddings, num_labels)
     path = Path(labels_dir) / WORD2VEC
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: gcn.embeddings=word2vec needs text mining's word "
-                                "vectors; give gcn.embeddings=FILE.npy instead")
+        raise FileNotFoundError(f"{path} does not exist: model.gcn.embeddings=word2vec needs text mining's word "
+                                "vectors; give model.gcn.embeddings=FILE.npy instead")
     from gensim.models import KeyedVectors
     emb, _ = label_embeddings(label_names(labels_dir, target), KeyedVectors.load(str(path)))
     return emb
@@ -80,18 +80,3 @@ def set_gcn_head(model: nn.Module, labels_dir: str | Path, target: str, cfg: GCN
     log.info("ML-GCN head: %d labels, %d edges (density %.2g, %.2f neighbours per label), tau %.2f, p %.2f, %s",
              stats["labels"], stats["edges"], stats["density"], stats["mean_neighbours"], cfg.tau, cfg.p, cfg.variant)
     return stats
-
-
-def build_full_model(model_cfg: ModelConfig, gcn_cfg: GCNConfig, srn_cfg, labels_dir: str | Path, target: str,
-                     num_outputs: int) -> nn.Module:
-    """The timm model with the configured pooling and head (linear, ML-GCN or SRN): the trainer
-    builds it this way, and so does :func:`pretrain.model.load_model` from a saved model.json."""
-    from .model import build_model
-    from .srn import attach_srn
-    model = build_model(model_cfg, num_outputs)
-    set_pooling(model, model_cfg)
-    if model_cfg.head == "gcn":
-        set_gcn_head(model, labels_dir, target, gcn_cfg, num_outputs)
-    elif model_cfg.head == "srn":
-        attach_srn(model, head_prefix(model), srn_cfg.feature_layer, num_outputs, srn_cfg.grid, srn_cfg.stage)
-    return model

@@ -12,7 +12,7 @@ sizes are average-pooled to the grid). From it:
   grid (512 groups, 2048 outputs) -> fc C (y_sr);
 - final score ``y = alpha y_cls + (1 - alpha) y_sr`` with alpha = 0.5.
 
-Training in stages (``srn.stage``), each continuing the previous stage's weights
+Training in stages (``model.srn.stage``), each continuing the previous stage's weights
 (``model.init_weights``): 1 the main net (y_cls); 2 attention and confidence only, on y_att;
 3 f_sr only, on y_sr; 4 everything, on the final score. :func:`apply_stage` freezes the rest,
 BatchNorm statistics of frozen layers included.
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import replace_module
+from .backbone import replace_module
 
 
 class SRNHead(nn.Module):
@@ -78,7 +78,7 @@ def attach_srn(model: nn.Module, head_path: str, feature_layer: str, num_labels:
     """Put an SRN head in place of the model's classifier and hook the feature layer."""
     channels = {f["module"]: f["num_chs"] for f in getattr(model, "feature_info", [])}
     if feature_layer not in channels:
-        raise ValueError(f"srn.feature_layer={feature_layer!r}: the model's feature layers are {sorted(channels)}")
+        raise ValueError(f"model.srn.feature_layer={feature_layer!r}: the model's feature layers are {sorted(channels)}")
     head = SRNHead(model.get_submodule(head_path), channels[feature_layer], num_labels, grid, stage)
     replace_module(model, head_path, head)
     model.get_submodule(feature_layer).register_forward_hook(head.capture)
@@ -89,7 +89,7 @@ def attach_srn(model: nn.Module, head_path: str, feature_layer: str, num_labels:
 def apply_stage(model: nn.Module, head: SRNHead, stage: int) -> None:
     """Which parameters train: 1 all but the SRN branches; 2 attention + confidence; 3 f_sr; 4 all."""
     if stage not in (1, 2, 3, 4):
-        raise ValueError(f"srn.stage={stage}: 1, 2, 3 or 4")
+        raise ValueError(f"model.srn.stage={stage}: 1, 2, 3 or 4")
     head.stage = stage
     srn = {id(p) for m in (head.attention, head.confidence, head.fsr) for p in m.parameters()}
     train = {1: lambda p: id(p) not in srn,

@@ -50,9 +50,7 @@ class GpuAugment(nn.Module):
             gray = _gray(x)
             x = ((x - gray) * factor() + gray).clamp_(0, 1)                   # saturation
         x = (x - self.mean) / self.std
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
 
 def gpu_decode(batch: dict, image_size: int, device) -> torch.Tensor:

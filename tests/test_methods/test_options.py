@@ -40,11 +40,11 @@ def test_gem_pooling_option(shards_v1, mined_v1, tmp_path):
 
 @pytest.mark.parametrize("variant", ["paper", "original"])
 def test_gcn_head_option(shards_v1, mined_v1, tmp_path, variant):
-    extra = [f"gcn.variant={variant}", "gcn.hidden=32"]
+    extra = [f"model.gcn.variant={variant}", "model.gcn.hidden=32"]
     if variant == "original":   # a provided embedding matrix instead of text mining's word vectors
         n = pq.read_metadata(mined_v1 / "vocabulary.parquet").num_rows
         np.save(tmp_path / "emb.npy", np.random.default_rng(0).standard_normal((n, 12)).astype(np.float32))
-        extra.append(f"gcn.embeddings={tmp_path / 'emb.npy'}")
+        extra.append(f"model.gcn.embeddings={tmp_path / 'emb.npy'}")
     out = tmp_path / variant
     trainer = train(shards_v1, mined_v1, out, "model.head=gcn", *extra)
     head = trainer.bare_model().fc
@@ -73,7 +73,7 @@ def test_graph_cli_writes_matrix_and_statistics(mined_v1, tmp_path):
 def test_multigrain_options_gem_repeated_augmentation_and_margin_loss(shards_v1, mined_v1, tmp_path):
     trainer = train(shards_v1, mined_v1, tmp_path / "mg", "model.pooling=gem", "loader.repeat_aug=2",
                     "loss.margin_lambda=0.5", "data.target=weights", "loss.name=weighted_ce")
-    assert trainer.margin is not None and trainer.margin.beta.item() != 1.2     # beta learned
+    assert trainer.criterion.margin.beta.item() != 1.2     # beta learned
     ckpt = sorted((tmp_path / "mg" / "checkpoints").iterdir())[-1]
     assert list(ckpt.glob("custom_checkpoint_*"))                               # beta saved with the run
 
@@ -82,7 +82,7 @@ def test_srn_four_stages_chained(shards_v1, mined_v1, tmp_path):
     from pretrain.srn import SRNHead
     prev = None
     for stage in (1, 2, 3, 4):
-        extra = ["model.head=srn", f"srn.stage={stage}", "srn.grid=4", "train.max_steps=2"]
+        extra = ["model.head=srn", f"model.srn.stage={stage}", "model.srn.grid=4", "train.max_steps=2"]
         if prev:
             extra.append(f"model.init_weights={prev}")
         trainer = train(shards_v1, mined_v1, tmp_path / f"stage{stage}", *extra)
@@ -110,14 +110,14 @@ def test_retrieve_and_multilabel_evaluate_commands(shards_v1, mined_v1, tmp_path
     from pretrain.model import load_model
     model, info = load_model(out)
     assert any(isinstance(m, GeM) for m in model.modules()) and info["model_config"]["pooling"] == "gem"
-    assert main(["retrieve", "--checkpoint", str(out), "--queries", str(shards_v1 / "val"), "--gallery",
-                 str(shards_v1 / "val"), "--k", "3", "--fit-whitening", str(shards_v1 / "train"), "--workers", "1",
+    assert main(["retrieve", "--checkpoint", str(out), "--shards", str(shards_v1), "--queries", "val", "--gallery",
+                 "val", "--k", "3", "--fit-whitening", "train", "--workers", "1",
                  "--image-size", "80", "--gem-p", "4"]) == 0
     r = json.loads((out / "retrieval.json").read_text())
     assert r["queries"] == 24 and r["gallery"] == 24 and r["whitened"] and 0 <= r["mAP"] <= 1
-    assert r["image_size"] == 80
+    assert r["image_size"] == 80 and r["queries_split"] == r["gallery_split"] == str(shards_v1 / "val")
     assert (out / "whitening.npz").exists()
-    assert main(["evaluate", "--checkpoint", str(out), "--shards", str(shards_v1 / "train"), "--target",
+    assert main(["evaluate", "--checkpoint", str(out), "--shards", str(shards_v1), "--split", "train", "--target",
                  "keywords", "--workers", "1"]) == 0
     m = json.loads((out / "eval-train-keywords.json").read_text())
     assert m["images"] == 128 and 0 <= m["mAP"] <= 1 and {"CP", "CR", "CF1", "OP", "OR", "OF1"} <= set(m)

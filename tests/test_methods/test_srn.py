@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pretrain.config import ModelConfig
-from pretrain.model import build_model
+from pretrain.backbone import build_model
 from pretrain.srn import SRNHead, apply_stage, attach_srn
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pretrain.config import ModelConfig
-from pretrain.model import build_model, head_prefix
+from pretrain.backbone import build_model, head_prefix
 
 
 @pytest.mark.parametrize("name,head", [("resnet50", "fc"), ("resnext101_32x8d", "fc"), ("resnest101e", "fc"),

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pretrain.config import OptimConfig
-from pretrain.optim import ModelEma, build_optimizer, lr_factor, param_groups
+from pretrain.optim import build_ema, build_optimizer, lr_factor, param_groups
 
 
 def test_warmup_then_cosine():
@@ -40,7 +40,7 @@ def test_no_weight_decay_on_biases_and_norms():
 
 def test_ema_update_formula():
     model = torch.nn.Linear(2, 1)
-    ema = ModelEma(model, decay=0.9)
+    ema = build_ema(model, decay=0.9)
     before = ema.module.weight.clone()
     with torch.no_grad():
         model.weight.add_(1.0)

@@ -10,8 +10,10 @@ from pretrain import checkpoint as ckpt
 from pretrain.cli import main as cli_main
 from pretrain.config import PretrainConfig
 from pretrain.data import DataError
-from pretrain.model import BACKBONE_WEIGHTS, build_model
-from pretrain.trainer import CONTROL_ENV, FINISHED, NonFiniteLoss, Trainer
+from pretrain.backbone import build_model
+from pretrain.model import BACKBONE_WEIGHTS
+from pretrain.control import CONTROL_ENV, NonFiniteLoss
+from pretrain.trainer import FINISHED, Trainer
 from webtag.config import ConfigError, load_config
 
 
@@ -118,14 +120,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(shards_v1, mined_v1, 
     monkeypatch.setenv(CONTROL_ENV, str(tmp_path / "control"))
     trainer = Trainer(make_cfg(shards_v1, mined_v1, out, "train.max_steps=20", "train.checkpoint_every=4",
                                "train.log_every=2"))
-    real, calls = trainer.loss_fn, []
+    real, calls = trainer.criterion.forward, []
 
-    def poisoned(logits, targets):
+    def poisoned(logits, targets, batch=None):
         calls.append(1)
-        loss = real(logits, targets)
+        loss = real(logits, targets, batch)
         return loss * float("nan") if len(calls) >= 7 else loss
 
-    trainer.loss_fn = poisoned
+    trainer.criterion.forward = poisoned
     with pytest.raises(NonFiniteLoss, match="before step 8.*step-00000004"):
         trainer.fit()
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step-00000004"]
@@ -141,16 +143,16 @@ def test_stop_request_then_resume_ends_at_the_same_step(shards_v1, mined_v1, tmp
     extra = ["train.epochs=3", "loader.batch_size=4", "train.checkpoint_every=0", "train.log_every=3"]
     trainer = Trainer(make_cfg(shards_v1, mined_v1, out, *extra))
     total, per_epoch = trainer.total_steps, trainer.steps_per_epoch
-    real, calls = trainer.loss_fn, []
+    real, calls = trainer.criterion.forward, []
 
-    def stop_at_step_8(logits, targets):   # the Slurm trap writes this file on SIGUSR1
+    def stop_at_step_8(logits, targets, batch=None):   # the Slurm trap writes this file on SIGUSR1
         calls.append(1)
         if len(calls) == 8:
             control.mkdir(exist_ok=True)
             (control / "stop").touch()
-        return real(logits, targets)
+        return real(logits, targets, batch)
 
-    trainer.loss_fn = stop_at_step_8
+    trainer.criterion.forward = stop_at_step_8
     assert trainer.fit() == "stopped"
     assert (control / "status").read_text().strip() == "stopped"
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step-00000009"]   # the next check after 8
