@@ -2,13 +2,17 @@
 
     accelerate launch finetune/main.py --config configs/finetune/webvision.yaml init=PATH [key=value ...]
     python -m finetune train --config ... [key=value ...]                 (one process)
-    python -m finetune evaluate --checkpoint PATH [PATH ...] --shards VAL [--out FILE]
-    python -m finetune predict --checkpoint PATH [PATH ...] --shards SPLIT --out FILE
-    python -m finetune pseudo-label --checkpoints A [B ...] --shards TRAIN --labels DIR --threshold T --out DIR
-    python -m finetune ensemble --checkpoints A B [...] --shards SPLIT [--predict FILE] [--out FILE]
+    python -m finetune evaluate --checkpoint PATH [PATH ...] --shards SHARDS [--split val] [--out FILE]
+    python -m finetune predict --checkpoint PATH [PATH ...] --shards SHARDS [--split val] --out FILE
+    python -m finetune pseudo-label --checkpoints A [B ...] --shards SHARDS [--split train] --labels DIR --threshold T --out DIR
+    python -m finetune ensemble --checkpoints A B [...] --shards SHARDS [--split val] [--predict FILE] [--out FILE]
+    python -m finetune retrieve --checkpoint PATH --shards SHARDS --queries val --gallery val [--fit-whitening train]
 
-A checkpoint is a finished run folder (its model.safetensors + model.json), its best/ folder, or
-that model.safetensors. Exit status: 0 done, 2 bad arguments, config or data, 3 non-finite loss.
+SHARDS is the shards root, as in the configs' data.shards (the folder `python -m pipeline shard
+--out` wrote, with train/ and val/); --split, --queries, --gallery and --fit-whitening name splits
+in it. A checkpoint is a finished run folder (its model.safetensors + model.json), its best/
+folder, or that model.safetensors. Exit status: 0 done, 2 bad arguments, config or data, 3
+non-finite loss.
 """
 from __future__ import annotations
 
@@ -30,10 +34,16 @@ def train(argv: list[str]) -> int:
                         "YAML config (configs/finetune/*.yaml)", (InitError, FileNotFoundError))
 
 
-def _infer_args(p: argparse.ArgumentParser, many: str = "--checkpoint") -> None:
+def _shards_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shards", required=True, metavar="SHARDS",
+                   help="the shards root (data.shards; pipeline shard --out), the folder with train/ and val/")
+
+
+def _infer_args(p: argparse.ArgumentParser, many: str = "--checkpoint", split: str = "val") -> None:
     p.add_argument(many, "--checkpoints" if many == "--checkpoint" else "--checkpoint", dest="checkpoints",
                    nargs="+", required=True, help="finished run folder(s), best/ folder(s) or model.safetensors")
-    p.add_argument("--shards", required=True, help="a split folder of shards, e.g. SHARDS/val")
+    _shards_arg(p)
+    p.add_argument("--split", default=split, metavar="NAME", help=f"the split of SHARDS to read (default {split})")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
@@ -55,14 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="multi-label: scores from sigmoids (BCE/ASL models) or a softmax (soft-CE models)")
     rt = sub.add_parser("retrieve", help="nearest neighbours in embedding space; mAP and precision@k")
     rt.add_argument("--checkpoint", required=True)
-    rt.add_argument("--queries", required=True, help="a split folder of shards")
-    rt.add_argument("--gallery", required=True, help="a split folder of shards (may be the queries')")
+    _shards_arg(rt)
+    rt.add_argument("--queries", required=True, metavar="NAME", help="the split of SHARDS whose images are the queries")
+    rt.add_argument("--gallery", required=True, metavar="NAME", help="the split of SHARDS searched (may be the queries')")
     rt.add_argument("--k", type=int, default=10)
     rt.add_argument("--image-size", type=int, default=None, help="e.g. 500 or 800 (default: the model's)")
     rt.add_argument("--gem-p", type=float, default=None, help="GeM models: the exponent p at this resolution")
     rt.add_argument("--whitening", help="a .npz fitted earlier (finetune.whitening)")
-    rt.add_argument("--fit-whitening", help="fit PCA whitening on this split folder's embeddings and save it "
-                    "as <checkpoint folder>/whitening.npz")
+    rt.add_argument("--fit-whitening", metavar="NAME", help="fit PCA whitening on the embeddings of this split "
+                    "of SHARDS and save it as <checkpoint folder>/whitening.npz")
     rt.add_argument("--batch-size", type=int, default=64)
     rt.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     rt.add_argument("--device", default=None)
@@ -71,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     _infer_args(pr)
     pr.add_argument("--out", required=True)
     ps = sub.add_parser("pseudo-label", help="confident predictions replace the web labels")
-    _infer_args(ps, many="--checkpoints")
+    _infer_args(ps, many="--checkpoints", split="train")
     ps.add_argument("--labels", required=True, help="the text-mining folder the shards were made from")
     ps.add_argument("--threshold", type=float, required=True)
     ps.add_argument("--out", required=True, help="a new labels folder (must not exist)")
@@ -91,12 +102,21 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
+    from pipeline.schema import split_folder
+
     from . import infer
     from .pseudo import pseudo_label
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    wanted = ((("--queries", args.queries), ("--gallery", args.gallery), ("--fit-whitening", args.fit_whitening))
+              if args.command == "retrieve" else (("--split", args.split),))
+    try:
+        splits = {name: split_folder(args.shards, name, flag) for flag, name in wanted if name}
+    except ValueError as exc:   # a split folder given as --shards, or a split that is not there
+        log.error("%s", exc)
+        return 2
     if args.command == "retrieve":
-        return _retrieve(args, device)
-    split = Path(args.shards)
+        return _retrieve(args, splits, device)
+    split = splits[args.split]
     try:
         models = infer.load_models(args.checkpoints, device)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
@@ -164,7 +184,8 @@ def _folder(checkpoint: str) -> Path:
     return p if p.is_dir() else p.parent
 
 
-def _retrieve(args, device) -> int:
+def _retrieve(args, splits: dict[str, Path], device) -> int:
+    """``splits``: the split folders of --queries, --gallery and --fit-whitening by name."""
     import numpy as np
 
     from pretrain.model import load_model
@@ -192,12 +213,12 @@ def _retrieve(args, device) -> int:
                 g.p = args.gem_p
     model = model.to(device).eval()
     kw = dict(image_size=args.image_size, batch_size=args.batch_size, workers=args.workers, device=device)
-    q_feat, q_cls, q_ids = embed(model, info, args.queries, **kw)
-    same = Path(args.queries).resolve() == Path(args.gallery).resolve()
-    g_feat, g_cls, g_ids = (q_feat, q_cls, q_ids) if same else embed(model, info, args.gallery, **kw)
+    q_feat, q_cls, q_ids = embed(model, info, splits[args.queries], **kw)
+    same = args.queries == args.gallery
+    g_feat, g_cls, g_ids = (q_feat, q_cls, q_ids) if same else embed(model, info, splits[args.gallery], **kw)
     whitening = None
     if args.fit_whitening:
-        fit_feat = embed(model, info, args.fit_whitening, **kw)[0]
+        fit_feat = embed(model, info, splits[args.fit_whitening], **kw)[0]
         whitening = PCAWhitening.fit(fit_feat)
         whitening.save(_folder(args.checkpoint) / "whitening.npz")
     elif args.whitening:
@@ -207,7 +228,8 @@ def _retrieve(args, device) -> int:
         pos = {int(i): n for n, i in enumerate(g_ids)}
         exclude = np.array([pos.get(int(i), -1) for i in q_ids])
     result = evaluate_retrieval(q_feat, q_cls, g_feat, g_cls, args.k, exclude, whitening)
-    result.update(checkpoint=args.checkpoint, queries_split=args.queries, gallery_split=args.gallery,
+    result.update(checkpoint=args.checkpoint, queries_split=str(splits[args.queries]),
+                  gallery_split=str(splits[args.gallery]),
                   image_size=args.image_size or info["image_size"])
     out = args.out or str(_folder(args.checkpoint) / "retrieval.json")
     infer.write_json(out, result)

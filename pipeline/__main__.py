@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--out", required=True, metavar="SHARDS")
     merge.add_argument("--split", choices=["train", "val", "all"], default="all")
     check = commands.add_parser("loader-check", help="one epoch of the streaming loader over a split")
-    check.add_argument("--shards", required=True, metavar="SPLIT_DIR", help="e.g. SHARDS/train")
+    check.add_argument("--shards", required=True, metavar="SHARDS",
+                       help="the shards root (shard --out, data.shards), the folder with train/ and val/")
+    check.add_argument("--split", default="train", metavar="NAME", help="the split to read (default train)")
     check.add_argument("--config", help="YAML loader config")
     check.add_argument("--batch-size", type=int)
     check.add_argument("--workers", type=int)
@@ -63,11 +65,13 @@ def _loader_check(args) -> int:
     import numpy as np
 
     from pipeline.loader import LoaderConfig, ShardLoader
+    from pipeline.schema import split_folder
     from webtag.config import load_config
 
+    split = split_folder(args.shards, args.split)
     cfg = load_config(LoaderConfig, args.config, args.overrides, defaults={
         "batch_size": args.batch_size, "workers": args.workers, "sampling": args.sampling})
-    loader = ShardLoader(args.shards, cfg, rank=args.rank, world_size=args.world_size)
+    loader = ShardLoader(split, cfg, rank=args.rank, world_size=args.world_size)
     n_batches = len(loader)
     t = time.perf_counter()
     classes, padding, images = [], 0, 0
@@ -78,7 +82,7 @@ def _loader_check(args) -> int:
     dt = time.perf_counter() - t
     loader.close()   # its workers would go on into the next epoch
     hist = np.bincount(classes)
-    print(f"{args.shards}: rank {args.rank}/{args.world_size}, {n_batches} batches of {cfg.batch_size} "
+    print(f"{split}: rank {args.rank}/{args.world_size}, {n_batches} batches of {cfg.batch_size} "
           f"({images} images, {padding} padding) in {dt:.1f}s = {images / dt:.0f} images/s with "
           f"{cfg.workers} workers; sampling {cfg.sampling}: images per class min {hist[hist > 0].min()} "
           f"max {hist.max()} over {int((hist > 0).sum())} classes; corrupt samples skipped: {loader.bad_samples}")

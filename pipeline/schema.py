@@ -47,6 +47,23 @@ def sample_key(index: int) -> str:
     return f"{index:09d}"
 
 
+def split_folder(root: str | Path, split: str, flag: str = "--split") -> Path:
+    """``root/<split>``: a split folder of the shards root ``root`` (``python -m pipeline shard
+    --out``, ``data.shards``). A split folder passed as the root (it holds sizes.json itself) or
+    a split that is not there is a ValueError saying what to pass instead (``flag``: the command
+    line option that names the split)."""
+    root = Path(root)
+    if (root / SIZES_FILE).is_file():
+        raise ValueError(f"--shards {root} is a split folder (it holds {SIZES_FILE}): pass the shards root "
+                         f"and the split, --shards {root.parent} {flag} {root.name}")
+    folder = root / split
+    if not (folder / SIZES_FILE).is_file():
+        there = sorted(p.name for p in root.iterdir() if (p / SIZES_FILE).is_file()) if root.is_dir() else []
+        raise ValueError(f"--shards {root} has no finished split {split!r} (no {folder / SIZES_FILE}); "
+                         f"its splits: {', '.join(there) or 'none'}")
+    return folder
+
+
 def read_sizes(split_dir: str | Path) -> dict[str, int]:
     """Shard file name -> number of samples, in shard order."""
     with open(Path(split_dir) / SIZES_FILE, encoding="utf-8") as fh:

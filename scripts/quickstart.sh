@@ -21,7 +21,7 @@ fi
   --config configs/text_mining/example.yaml --workers "${WORKERS:-2}"
 "$PY" -m pipeline shard --webvision data/example --labels data/example_mined --out data/example_shards \
   --max-size 300KB --workers "${WORKERS:-2}"
-"$PY" -m pipeline loader-check --shards data/example_shards/train --batch-size 32 --workers 2 --sampling class
+"$PY" -m pipeline loader-check --shards data/example_shards --split train --batch-size 32 --workers 2 --sampling class
 if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   LAUNCH=(-m accelerate.commands.launch)
 else
@@ -30,7 +30,7 @@ else
 fi
 "$PY" "${LAUNCH[@]}" pretrain/main.py --config configs/pretrain/example.yaml train.progress=false
 "$PY" "${LAUNCH[@]}" finetune/main.py --config configs/finetune/example.yaml init=runs/example-wt train.progress=false
-"$PY" -m finetune evaluate --checkpoint runs/example-ft/best --shards data/example_shards/val --workers 2
+"$PY" -m finetune evaluate --checkpoint runs/example-ft/best --shards data/example_shards --split val --workers 2
 echo
 cat data/example_mined/report.md
 echo "Outputs: data/example_mined/{images,vocabulary,classes,keyword_classes}.parquet, report.md, keyword_frequency.png"

@@ -42,13 +42,13 @@ def test_pretrain_finetune_evaluate_pseudo_label_finetune_again(example_v1, mine
     best = json.loads((ft / "best" / "model.json").read_text())
     assert best["val_top1"] == pytest.approx(max(float(r["val_top1"]) for r in rows if r.get("val_top1")), abs=1e-6)
 
-    out = run("finetune", "evaluate", "--checkpoint", ft / "best", "--shards", shards_v1 / "val", "--workers", "1")
+    out = run("finetune", "evaluate", "--checkpoint", ft / "best", "--shards", shards_v1, "--workers", "1")
     result = json.loads((ft / "best" / "eval-val.json").read_text())
     assert result["images"] == 24 and f"top-1 {result['top1']:.4f}" in out
     assert abs(result["top1"] - best["val_top1"]) < 1e-9      # the same model, the same val shards
 
     labels2 = tmp_path / "labels-pseudo"
-    out = run("finetune", "pseudo-label", "--checkpoints", ft, ft / "best", "--shards", shards_v1 / "train",
+    out = run("finetune", "pseudo-label", "--checkpoints", ft, ft / "best", "--shards", shards_v1,
               "--labels", mined_v1, "--threshold", "0.2", "--out", labels2, "--workers", "1")
     report = json.loads((labels2 / "pseudo_labels.json").read_text())
     assert report["relabelled_from_shards"] == 128 and f"{report['changed']} labels changed" in out

@@ -154,3 +154,21 @@ def test_predict_and_write_json_keep_the_old_file_when_writing_fails(tmp_path, m
     infer.write_json(tmp_path / "new" / "r.json", {"a": 1})
     assert json.loads((tmp_path / "new" / "r.json").read_text()) == {"a": 1}
     assert [p.name for p in (tmp_path / "new").iterdir()] == ["r.json"]
+
+
+@pytest.mark.parametrize("command", [["evaluate", "--checkpoint", "RUN"], ["predict", "--checkpoint", "RUN", "--out", "x"],
+                                     ["pseudo-label", "--checkpoints", "RUN", "--labels", "L", "--threshold", "0.5",
+                                      "--out", "x"], ["ensemble", "--checkpoints", "RUN"],
+                                     ["retrieve", "--checkpoint", "RUN", "--queries", "val", "--gallery", "val"]])
+def test_shards_is_the_root_and_a_split_folder_is_refused(command, shards_v1, capsys):
+    """--shards is the shards root (as data.shards); a split folder there is exit 2 with what to pass."""
+    from finetune.cli import main
+    split = "train" if command[0] == "pseudo-label" else "val"
+    flag = "--queries" if command[0] == "retrieve" else "--split"
+    assert main([*command, "--shards", str(shards_v1 / split)]) == 2
+    err = capsys.readouterr().err
+    assert f"pass the shards root and the split, --shards {shards_v1} {flag} {split}" in err
+    assert len(err.strip().splitlines()) == 1
+    missing = [a.replace("val", "test") for a in command] if command[0] == "retrieve" else [*command, "--split", "test"]
+    assert main([*missing, "--shards", str(shards_v1)]) == 2
+    assert "no finished split 'test'" in capsys.readouterr().err

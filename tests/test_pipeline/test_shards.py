@@ -167,6 +167,17 @@ def test_fail_mode_names_the_image(mined_v1, example_v1, tmp_path):
     assert leftovers == [] and list((out / "train" / "_parts").iterdir()) == []
 
 
+def test_split_folder_is_a_split_of_the_shards_root(tmp_path):
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        (tmp_path / split / schema.SIZES_FILE).write_text("{}")
+    assert schema.split_folder(tmp_path, "val") == tmp_path / "val"
+    with pytest.raises(ValueError, match=f"is a split folder .*--shards {tmp_path} --split train"):
+        schema.split_folder(tmp_path / "train", "train")
+    with pytest.raises(ValueError, match="no finished split 'test'.*its splits: train, val"):
+        schema.split_folder(tmp_path, "test")
+
+
 def test_cli_shard_and_loader_check(mined_v1, example_v1, tmp_path):
     import subprocess
     import sys
@@ -178,10 +189,15 @@ def test_cli_shard_and_loader_check(mined_v1, example_v1, tmp_path):
     assert res.returncode == 0, res.stderr
     sizes = schema.read_sizes(out / "train")
     assert max(sizes.values()) <= 40 and (out / "val" / schema.SIZES_FILE).exists()
-    res = subprocess.run([sys.executable, "-m", "pipeline", "loader-check", "--shards", str(out / "train"),
+    res = subprocess.run([sys.executable, "-m", "pipeline", "loader-check", "--shards", str(out),
                           "--batch-size", "16", "--workers", "2", "image_size=32"],
                          capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stderr
     assert "batches of 16" in res.stdout and "corrupt samples skipped: 0" in res.stdout
+    assert res.stdout.startswith(f"{out / 'train'}: ")                     # --split train by default
+    res = subprocess.run([sys.executable, "-m", "pipeline", "loader-check", "--shards", str(out / "val")],
+                         capture_output=True, text=True, cwd=REPO)   # a split folder, not the root
+    assert res.returncode == 2 and f"--shards {out} --split val" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
     res = subprocess.run(cmd[:-1] + ["max_cont=40"], capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 2 and "max_count" in res.stderr
