@@ -2,17 +2,18 @@
 
     accelerate launch finetune/main.py --config configs/finetune/webvision.yaml init=PATH [key=value ...]
     python -m finetune train --config ... [key=value ...]                 (one process)
-    python -m finetune evaluate --checkpoint PATH [PATH ...] --shards SHARDS [--split val] [--out FILE]
-    python -m finetune predict --checkpoint PATH [PATH ...] --shards SHARDS [--split val] --out FILE
+    python -m finetune evaluate --checkpoints PATH [PATH ...] --shards SHARDS [--split val] [--out FILE]
+    python -m finetune predict --checkpoints PATH [PATH ...] --shards SHARDS [--split val] --out FILE
     python -m finetune pseudo-label --checkpoints A [B ...] --shards SHARDS [--split train] --labels DIR --threshold T --out DIR
     python -m finetune ensemble --checkpoints A B [...] --shards SHARDS [--split val] [--predict FILE] [--out FILE]
     python -m finetune retrieve --checkpoint PATH --shards SHARDS --queries val --gallery val [--fit-whitening train]
 
 SHARDS is the shards root, as in the configs' data.shards (the folder `python -m pipeline shard
 --out` wrote, with train/ and val/); --split, --queries, --gallery and --fit-whitening name splits
-in it. A checkpoint is a finished run folder (its model.safetensors + model.json), its best/
-folder, or that model.safetensors. Exit status: 0 done, 2 bad arguments, config or data, 3
-non-finite loss.
+in it. --checkpoint is another name of --checkpoints: one model or several, whose probabilities
+are averaged (retrieve takes one). A checkpoint is a finished run folder (its model.safetensors +
+model.json), its best/ folder, or that model.safetensors. Exit status: 0 done, 2 bad arguments,
+config or data, 3 non-finite loss.
 """
 from __future__ import annotations
 
@@ -39,9 +40,10 @@ def _shards_arg(p: argparse.ArgumentParser) -> None:
                    help="the shards root (data.shards; pipeline shard --out), the folder with train/ and val/")
 
 
-def _infer_args(p: argparse.ArgumentParser, many: str = "--checkpoint", split: str = "val") -> None:
-    p.add_argument(many, "--checkpoints" if many == "--checkpoint" else "--checkpoint", dest="checkpoints",
-                   nargs="+", required=True, help="finished run folder(s), best/ folder(s) or model.safetensors")
+def _infer_args(p: argparse.ArgumentParser, split: str = "val") -> None:
+    p.add_argument("--checkpoints", "--checkpoint", dest="checkpoints", nargs="+", required=True, metavar="PATH",
+                   help="finished run folder(s), best/ folder(s) or model.safetensors; several: their averaged "
+                        "probabilities (--checkpoint is the same option)")
     _shards_arg(p)
     p.add_argument("--split", default=split, metavar="NAME", help=f"the split of SHARDS to read (default {split})")
     p.add_argument("--batch-size", type=int, default=64)
@@ -82,12 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     _infer_args(pr)
     pr.add_argument("--out", required=True)
     ps = sub.add_parser("pseudo-label", help="confident predictions replace the web labels")
-    _infer_args(ps, many="--checkpoints", split="train")
+    _infer_args(ps, split="train")
     ps.add_argument("--labels", required=True, help="the text-mining folder the shards were made from")
     ps.add_argument("--threshold", type=float, required=True)
     ps.add_argument("--out", required=True, help="a new labels folder (must not exist)")
     en = sub.add_parser("ensemble", help="average the models' probabilities; evaluate and/or predict")
-    _infer_args(en, many="--checkpoints")
+    _infer_args(en)
     en.add_argument("--predict", help="also write a submission file here")
     en.add_argument("--out", help="JSON file of the evaluation")
     return ap

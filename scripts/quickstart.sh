@@ -30,7 +30,7 @@ else
 fi
 "$PY" "${LAUNCH[@]}" pretrain/main.py --config configs/pretrain/example.yaml train.progress=false
 "$PY" "${LAUNCH[@]}" finetune/main.py --config configs/finetune/example.yaml init=runs/example-wt train.progress=false
-"$PY" -m finetune evaluate --checkpoint runs/example-ft/best --shards data/example_shards --split val --workers 2
+"$PY" -m finetune evaluate --checkpoints runs/example-ft/best --shards data/example_shards --split val --workers 2
 echo
 cat data/example_mined/report.md
 echo "Outputs: data/example_mined/{images,vocabulary,classes,keyword_classes}.parquet, report.md, keyword_frequency.png"

@@ -172,3 +172,18 @@ def test_shards_is_the_root_and_a_split_folder_is_refused(command, shards_v1, ca
     missing = [a.replace("val", "test") for a in command] if command[0] == "retrieve" else [*command, "--split", "test"]
     assert main([*missing, "--shards", str(shards_v1)]) == 2
     assert "no finished split 'test'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict", "pseudo-label", "ensemble"])
+def test_checkpoints_is_one_option_with_checkpoint_as_its_alias(command, capsys):
+    from finetune.cli import build_parser
+    ap = build_parser()
+    rest = ["--shards", "S", "--out", "o", "--labels", "L", "--threshold", "0.5"]
+    rest = rest[:{"evaluate": 2, "ensemble": 2, "predict": 4, "pseudo-label": 8}[command]]
+    for flag in ("--checkpoints", "--checkpoint"):
+        assert ap.parse_args([command, flag, "A", "B", *rest]).checkpoints == ["A", "B"]
+    with pytest.raises(SystemExit):
+        ap.parse_args([command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"usage: python -m finetune {command} [-h] --checkpoints PATH [PATH ...]" in help_text
+    assert "(--checkpoint is the same option)" in help_text
