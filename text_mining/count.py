@@ -26,6 +26,7 @@ from .config import TextMiningConfig
 from .keywords import KeywordExtractor
 from .layout import Layout
 from .problems import Problems
+from .schema import META_TAGGER
 from .webvision import Release
 from .wordnet import load_wordnet
 
@@ -84,7 +85,7 @@ def count_part(root: str | Path, out: str | Path, cfg: TextMiningConfig, part: i
         cols["keywords"].append(distinct)
         cols["keyword_counts"].append([per_image[k] for k in distinct])
         cols["has_text"].append(has_text)
-    extract = pa.table(cols, schema=EXTRACT_SCHEMA.with_metadata({b"webtag.tagger": extractor.tagger_name.encode()}))
+    extract = pa.table(cols, schema=EXTRACT_SCHEMA.with_metadata({META_TAGGER: extractor.tagger_name.encode()}))
     words = sorted(occurrences)
     counts = pa.table({"keyword": words, "count": [occurrences[w] for w in words],
                        "df": [doc_freq[w] for w in words]}, schema=COUNTS_SCHEMA)

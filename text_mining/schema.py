@@ -27,6 +27,8 @@ CONFIG_FILE = "config.yaml"
 META_TAGGER = b"webtag.tagger"            # which part-of-speech filter made the keywords
 META_SCHEMA_VERSION = b"webtag.schema_version"
 META_RELEASE = b"webtag.release"          # WebVision layout version detected ("1.0"/"2.0")
+META_MEASURE = b"webtag.measure"          # the keyword-class similarity behind the label weights
+_META_KEYS = {"tagger": META_TAGGER, "release": META_RELEASE, "measure": META_MEASURE}
 
 IMAGES = pa.schema([
     pa.field("index", pa.int64(), nullable=False),          # position in the release's train list
@@ -64,10 +66,14 @@ KEYWORD_CLASSES = pa.schema([
 
 
 def with_metadata(schema: pa.Schema, **meta: str) -> pa.Schema:
+    """``schema`` with the schema version and ``meta`` under the META_* keys (``tagger=``,
+    ``release=``, ``measure=``); another name is a KeyError."""
     merged = dict(schema.metadata or {})
     merged[META_SCHEMA_VERSION] = SCHEMA_VERSION.encode()
     for key, value in meta.items():
-        merged[f"webtag.{key}".encode()] = str(value).encode()
+        if key not in _META_KEYS:
+            raise KeyError(f"no text-mining table metadata {key!r} (known: {', '.join(_META_KEYS)})")
+        merged[_META_KEYS[key]] = str(value).encode()
     return schema.with_metadata(merged)
 
 

@@ -34,6 +34,12 @@ def test_outputs_and_schemas(mined_v1, example_v1):
     assert all(0 <= k < v for ids in images["keyword_ids"].to_pylist() for k in ids)
     meta = schema.table_metadata(mined_v1 / schema.IMAGES_FILE)
     assert meta["webtag.tagger"] == "wordnet-lexicon" and meta["webtag.release"] == "1.0"
+    kc_meta = pq.read_schema(mined_v1 / schema.KEYWORD_CLASSES_FILE).metadata
+    assert kc_meta[schema.META_RELEASE] == b"1.0" and kc_meta[schema.META_MEASURE]
+    extract = next((mined_v1 / "_work" / "count").glob("part-*")) / "extract.parquet"
+    assert pq.read_schema(extract).metadata[schema.META_TAGGER] == b"wordnet-lexicon"
+    with pytest.raises(KeyError, match="no text-mining table metadata 'tager'"):
+        schema.with_metadata(schema.IMAGES, tager="nltk")
     report = schema.read_report(mined_v1)
     assert report["tagger"] == "wordnet-lexicon"
     s = report["stats"]
