@@ -23,6 +23,8 @@ import os
 import sys
 from pathlib import Path
 
+from webtag.cli import run_training, setup_rank_logging
+
 log = logging.getLogger("finetune")
 
 
@@ -30,9 +32,11 @@ def train(argv: list[str]) -> int:
     from finetune.config import FinetuneConfig
     from finetune.init import InitError
     from finetune.trainer import FinetuneTrainer
-    from pretrain.cli import run_training
+    from pretrain.data import DataError
+    from pretrain.trainer import NonFiniteLoss
     return run_training(argv, FinetuneConfig, FinetuneTrainer, "accelerate launch finetune/main.py",
-                        "YAML config (configs/finetune/*.yaml)", (InitError, FileNotFoundError))
+                        "YAML config (configs/finetune/*.yaml)", __doc__,
+                        input_errors=(DataError, InitError, FileNotFoundError), nonfinite_errors=(NonFiniteLoss,))
 
 
 def _shards_arg(p: argparse.ArgumentParser) -> None:
@@ -97,7 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from pretrain.cli import setup_rank_logging
     setup_rank_logging()
     if argv and argv[0] == "train":
         return train(argv[1:])

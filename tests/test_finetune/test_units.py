@@ -187,3 +187,11 @@ def test_checkpoints_is_one_option_with_checkpoint_as_its_alias(command, capsys)
     help_text = " ".join(capsys.readouterr().out.split())
     assert f"usage: python -m finetune {command} [-h] --checkpoints PATH [PATH ...]" in help_text
     assert "(--checkpoint is the same option)" in help_text
+
+
+def test_finetune_train_help_is_the_finetuning_stages(capsys):
+    from finetune.cli import main
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "usage: accelerate launch finetune/main.py" in out and "Command line of the finetuning stage" in out
