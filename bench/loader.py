@@ -11,6 +11,8 @@ measures in one run:
   processes) over --epochs consecutive epochs from a cold start, in images/s per worker core,
   against a plain loop that decodes and augments the same JPEGs (already in memory) into one
   reused array with the same code on one core: overhead = 1 - loader / plain (goal <= 10%);
+- the lean tar reader (pipeline.loader.tar.iter_tar) against tarfile's streaming mode and
+  webdataset's tar_file_iterator, members/s over the same shards (page cache warm);
 - the loader's peak resident memory (main process + workers);
 - with --device cuda: the GPU decode path (nvJPEG + one batched roi_align) in images/s.
 """
@@ -34,12 +36,50 @@ import psutil  # noqa: E402
 
 from pipeline import schema  # noqa: E402
 from webvision_example import make_example  # noqa: E402
-from pipeline.loader import CpuAugment, LoaderConfig, ShardLoader, gpu_decode, read_shard, BadSamples  # noqa: E402
+from pipeline.loader import BadSamples, CpuAugment, LoaderConfig, ShardLoader, gpu_decode, iter_tar, read_shard  # noqa: E402
 from pipeline.shards import ShardConfig, merge_split, split_samples, write_part  # noqa: E402
 from text_mining.config import TextMiningConfig  # noqa: E402
 from text_mining.runner import run_all  # noqa: E402
 from webtag.config import load_config  # noqa: E402
 from webtag.logs import setup_logging  # noqa: E402
+
+
+def tar_readers(paths: list[Path], repeats: int = 3) -> dict[str, float]:
+    """Members/s of each tar reader over ``paths`` (every member's bytes read), best of ``repeats``."""
+    import tarfile
+
+    import webdataset.tariterators as wti
+
+    def ours():
+        bad = BadSamples(1e9)
+        return sum(1 for p in paths for _ in iter_tar(p, bad))
+
+    def tarfile_stream():
+        n = 0
+        for p in paths:
+            with tarfile.open(p, "r|") as tar:
+                for m in tar:
+                    if m.isfile():
+                        tar.extractfile(m).read()
+                        n += 1
+        return n
+
+    def webdataset():
+        n = 0
+        for p in paths:
+            with open(p, "rb") as fh:
+                n += sum(1 for _ in wti.tar_file_iterator(fh))
+        return n
+
+    rates = {}
+    for name, fn in (("ours", ours), ("tarfile", tarfile_stream), ("webdataset", webdataset)):
+        best = 0.0
+        for _ in range(repeats):
+            t = time.perf_counter()
+            n = fn()
+            best = max(best, n / (time.perf_counter() - t))
+        rates[name] = best
+    return rates
 
 
 class PeakRss:
@@ -168,6 +208,10 @@ def main() -> None:
           f"{med(steady_rates):.0f} images/s per worker core -> {steady_ratio:.3f} "
           f"({min(steady_ratios):.3f}-{max(steady_ratios):.3f}), overhead {1 - steady_ratio:+.1%}")
     print(f"loader peak memory (PSS, main + workers): {rss.peak / 2**20:.0f} MiB")
+    tars = tar_readers([split / name for name in schema.read_sizes(split)])
+    print(f"tar reader, members/s (best of 3, page cache warm): ours {tars['ours']:.0f}, tarfile stream "
+          f"{tars['tarfile']:.0f} ({tars['ours'] / tars['tarfile']:.1f}x), webdataset tar_file_iterator "
+          f"{tars['webdataset']:.0f} ({tars['ours'] / tars['webdataset']:.1f}x)")
 
     if args.device.startswith("cuda"):
         import torch

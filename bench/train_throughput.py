@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from synthetic import make_synthetic  # noqa: E402
+from pipeline.loader import DevicePrefetcher, gpu_decode  # noqa: E402
 from pretrain.config import PretrainConfig  # noqa: E402
 from pretrain.trainer import Trainer  # noqa: E402
 from webtag.config import load_config  # noqa: E402
@@ -101,9 +102,8 @@ def main() -> None:
         trainer.train_micro_batch(batch)
 
     # synthetic: one real batch, resident on the device
-    batch = next(trainer.device_batches(trainer.loader))
+    batch = next(iter(DevicePrefetcher(trainer.loader, device)))
     if batch.get("image") is None:   # decode=gpu: the ceiling is the step on decoded images
-        from pipeline.loader import gpu_decode
         batch["image"] = gpu_decode(batch, args.image_size, device)
 
     def synthetic() -> float:
@@ -134,7 +134,7 @@ def main() -> None:
     print(f"loader alone: {loader_alone:.0f} images/s ({args.workers} workers)", flush=True)
 
     # the real thing
-    it = trainer.device_batches(fresh_epoch(trainer.loader))   # the trainer's own feed (side-stream copies)
+    it = iter(DevicePrefetcher(fresh_epoch(trainer.loader), device))   # the trainer's own feed (side-stream copies)
     for _ in range(args.warmup):
         step(next(it))
     sync(device)

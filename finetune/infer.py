@@ -1,8 +1,9 @@
 """Inference over shards with one model or an ensemble: evaluation, prediction, pseudo-labels.
 
 An ensemble averages the models' softmax probabilities image by image. Each model reads the
-shards with its own eval transform (its image size and centre crop from model.json); the eval
-loader's order does not depend on those, so the models' batches line up (checked on the ids).
+shards with its own eval transform (its image size and centre crop from model.json), through
+the one evaluation loop (:func:`pretrain.evaluation.model_outputs`), which checks that the
+models' batches line up.
 """
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import pyarrow.parquet as pq
 import torch
 
 from pipeline import schema
-from pipeline.gpu_augment import GpuAugment
 from pipeline.loader import LoaderConfig, ShardLoader
+from pretrain.evaluation import model_outputs
 from pretrain.model import load_model
 from webtag.atomic import atomic_file, write_text_atomic
 
@@ -30,36 +31,30 @@ def load_models(paths: list[str], device) -> list[tuple[torch.nn.Module, dict]]:
     return [(m.to(device).eval(), info) for m, info in models]
 
 
-@torch.no_grad()
+def model_loaders(models: list[tuple[torch.nn.Module, dict]], split_dir: str | Path, batch_size: int, workers: int,
+                  device) -> list[ShardLoader]:
+    """One eval loader per model, with its own eval transform (image size, crop) from model.json."""
+    loaders = []
+    for _, info in models:
+        cfg = LoaderConfig(batch_size=batch_size, workers=workers, train=False, image_size=int(info["image_size"]),
+                           crop_pct=float(info.get("crop_pct", 0.875)), pin_memory=torch.device(device).type == "cuda")
+        loaders.append(ShardLoader(split_dir, cfg))
+    return loaders
+
+
 def ensemble_batches(models: list[tuple[torch.nn.Module, dict]], split_dir: str | Path, batch_size: int = 64,
                      workers: int = 2, device="cpu", activation: str = "softmax",
                      target: str | None = None) -> Iterator[tuple[torch.Tensor, dict]]:
     """(averaged probabilities of the real images, their batch fields) per batch; padding removed.
     ``activation``: softmax (single-label) or sigmoid (multi-label scores). With ``target``
     (keywords / weights) the fields hold the dense multi-label targets too."""
-    device = torch.device(device)
-    loaders = []
-    for _, info in models:
-        cfg = LoaderConfig(batch_size=batch_size, workers=workers, train=False, image_size=int(info["image_size"]),
-                           crop_pct=float(info.get("crop_pct", 0.875)), pin_memory=device.type == "cuda")
-        loaders.append(ShardLoader(split_dir, cfg))
-    norm = GpuAugment(jitter=0.0).to(device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    for batches in zip(*loaders):
-        first = batches[0]
-        keep = ~first["padding"]
-        probs = None
-        for (model, _), batch in zip(models, batches):
-            if not torch.equal(batch["instance"], first["instance"]):
-                raise RuntimeError("the ensemble's loaders went out of step")
-            with autocast:
-                logits = model(norm(batch["image"].to(device, non_blocking=True), train=False)).float()
-            p = (logits.sigmoid() if activation == "sigmoid" else logits.softmax(dim=1))[keep.to(device)]
-            probs = p if probs is None else probs + p
-        fields = {"class_id": first["class_id"][keep], "instance": first["instance"][keep]}
+    loaders = model_loaders(models, split_dir, batch_size, workers, device)
+    for outputs, batch, keep in model_outputs([m for m, _ in models], loaders, device):
+        probs = sum(z.sigmoid() if activation == "sigmoid" else z.softmax(dim=1) for z in outputs)
+        fields = {"class_id": batch["class_id"][keep], "index": batch["index"][keep]}
         if target is not None:
             from pretrain.losses import batch_targets
-            fields["targets"] = (batch_targets(first, target, probs.shape[1], "cpu")[keep] > 0)
+            fields["targets"] = (batch_targets(batch, target, probs.shape[1], "cpu")[keep] > 0)
         yield (probs / len(models)).cpu(), fields
 
 
@@ -86,7 +81,7 @@ def predict(models, split_dir, out: str | Path, k: int = 5, **kw) -> int:
     rows = {}
     for probs, fields in ensemble_batches(models, split_dir, **kw):
         top = probs.topk(min(k, probs.shape[1]), dim=1).indices.tolist()
-        for idx, ids in zip(fields["instance"].tolist(), top):
+        for idx, ids in zip(fields["index"].tolist(), top):
             rows[idx] = ids
     with atomic_file(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for idx in sorted(rows):

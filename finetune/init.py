@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pretrain.model import BACKBONE_INFO, BACKBONE_WEIGHTS, MODEL_WEIGHTS, head_prefix, load_whole_model, read_model_info
+from pretrain.backbone import head_prefix
+from pretrain.model import BACKBONE_INFO, BACKBONE_WEIGHTS, MODEL_WEIGHTS, load_whole_model, read_model_info
 
 
 class InitError(ValueError):

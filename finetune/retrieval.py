@@ -9,41 +9,56 @@ neighbour.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline.gpu_augment import GpuAugment
 from pipeline.loader import LoaderConfig, ShardLoader
-from pretrain.model import head_prefix
+from pretrain.backbone import head_prefix
+from pretrain.evaluation import model_outputs
 
 from .metrics import average_precision
 from .whitening import PCAWhitening, l2n
 
 
+class PooledFeatures(torch.nn.Module):
+    """The model's pooled features (its classifier's input) as the output, for the evaluation loop."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.captured: torch.Tensor | None = None
+        self.hook = self.model.get_submodule(head_prefix(model)).register_forward_pre_hook(self._capture)
+
+    def _capture(self, module, args) -> None:
+        self.captured = args[0]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.model(images)
+        out, self.captured = self.captured, None
+        return out
+
+
 @torch.no_grad()
 def embed(model: torch.nn.Module, info: dict, split_dir: str | Path, image_size: int | None = None,
           batch_size: int = 64, workers: int = 2, device="cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(embeddings N x D, class ids, instance ids) of a split, centre crop at ``image_size``."""
-    captured = {}
-    classifier = model.get_submodule(head_prefix(model))
-    handle = classifier.register_forward_pre_hook(lambda mod, args: captured.__setitem__("x", args[0]))
+    """(embeddings N x D, class ids, train-list indices) of a split, centre crop at ``image_size``."""
     size = image_size or int(info["image_size"])
     # the largest centre square (crop_pct 1): MultiGrain evaluates retrieval on whole images at a
     # larger side; batches of one size keep the square, so only the long side's ends are cut
     cfg = LoaderConfig(batch_size=batch_size, workers=workers, train=False, image_size=size, crop_pct=1.0)
-    norm = GpuAugment(jitter=0.0).to(device)
     feats, classes, ids = [], [], []
+    features = PooledFeatures(model)
     try:
-        for batch in ShardLoader(split_dir, cfg):
-            keep = ~batch["padding"]
-            model(norm(batch["image"].to(device), train=False))
-            feats.append(captured.pop("x").float().cpu()[keep])
+        for (f,), batch, keep in model_outputs([features], [ShardLoader(split_dir, cfg)], device,
+                                               autocast=contextlib.nullcontext):
+            feats.append(f.cpu())
             classes.append(batch["class_id"][keep])
-            ids.append(batch["instance"][keep])
+            ids.append(batch["index"][keep])
     finally:
-        handle.remove()
+        features.hook.remove()
     return torch.cat(feats).numpy(), torch.cat(classes).numpy(), torch.cat(ids).numpy()
 
 

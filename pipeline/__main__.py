@@ -77,7 +77,7 @@ def _loader_check(args) -> int:
     classes, padding, images = [], 0, 0
     for batch in loader:
         classes += batch["class_id"].tolist()
-        padding += int(batch["padding"].sum())
+        padding += int(batch["meta"].padding.sum())
         images += len(batch["class_id"])
     dt = time.perf_counter() - t
     loader.close()   # its workers would go on into the next epoch

@@ -92,6 +92,9 @@ class GpuBatches:
 
     @staticmethod
     def device_images(batch: dict, device, image_size: int) -> torch.Tensor:
+        """nvJPEG decode on ``device``; a batch decoded already (``image`` set) passes through."""
+        if batch.get("image") is not None:
+            return batch["image"]
         from .device import gpu_decode
         return gpu_decode(batch, image_size, device)
 

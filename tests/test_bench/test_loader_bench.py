@@ -20,3 +20,7 @@ def test_loader_bench_runs(tmp_path):
     lo, hi = float(ratios.group(2)), float(ratios.group(3))
     assert 0 < lo <= float(ratios.group(1)) <= hi
     assert re.search(r"peak memory \(PSS, main \+ workers\): \d+ MiB", out)
+    tars = re.search(r"tar reader, members/s .*: ours (\d+), tarfile stream (\d+) \(([\d.]+)x\), "
+                     r"webdataset tar_file_iterator (\d+) \(([\d.]+)x\)", out)
+    assert tars, out
+    assert all(int(tars.group(i)) > 0 for i in (1, 2, 4))

@@ -10,7 +10,8 @@ from finetune import pseudo
 from finetune.init import InitError, load_backbone
 from finetune.metrics import ClassificationMeter
 from pretrain.config import ModelConfig, TrainConfig
-from pretrain.model import build_model, head_prefix, save_backbone, save_model
+from pretrain.backbone import build_model, head_prefix
+from pretrain.model import save_backbone, save_model
 from pretrain.trainer import accumulation_steps
 from text_mining import schema as tm
 from webtag.config import ConfigError
@@ -76,7 +77,6 @@ def test_classification_metrics_on_hand_made_logits():
 def test_effective_batch_is_the_same_on_any_number_of_devices(processes, steps):
     tc = TrainConfig(effective_batch=2048)
     assert accumulation_steps(tc, 256, processes) == steps
-    assert 256 * processes * steps == 2048
 
 
 def test_effective_batch_that_does_not_divide_is_an_error():
@@ -101,7 +101,7 @@ def test_pseudo_label_rules(mined_v1, tmp_path, monkeypatch):
     # image 0: confident, other class -> changed; 1: confident, same class -> kept; 2: other class but
     # not confident -> kept; 3: exactly at the threshold -> changed
     fake = [(probs([(other[0], 0.9), (web[1], 0.95), (other[2], 0.6), (other[3], 0.8)]),
-             {"instance": torch.tensor(idx), "class_id": torch.tensor(web)})]
+             {"index": torch.tensor(idx), "class_id": torch.tensor(web)})]
     monkeypatch.setattr(pseudo, "ensemble_batches", lambda *a, **k: iter(fake))
     report = pseudo.pseudo_label([], "unused", mined_v1, 0.8, tmp_path / "pl", checkpoints=["a", "b"])
     assert (report["confident"], report["changed"]) == (3, 2)
@@ -144,7 +144,7 @@ def test_predict_and_write_json_keep_the_old_file_when_writing_fails(tmp_path, m
     from finetune import infer
     monkeypatch.setattr(infer, "keys_by_index", lambda split_dir: {0: "val/0"})   # no key for image 1
     monkeypatch.setattr(infer, "ensemble_batches", lambda models, split_dir, **kw: iter(
-        [(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), {"instance": torch.tensor([0, 1])})]))
+        [(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), {"index": torch.tensor([0, 1])})]))
     out = tmp_path / "pred" / "submission.txt"
     out.parent.mkdir()
     out.write_text("old\n")

@@ -4,7 +4,7 @@ import torch
 
 from pretrain.config import ModelConfig
 from pretrain.backbone import build_model
-from pretrain.srn import SRNHead, apply_stage, attach_srn
+from pretrain.srn import apply_stage, attach_srn
 
 
 def srn_model(stage):
@@ -48,18 +48,23 @@ def test_staged_freezing(stage):
     else:
         assert trainable == set(dict(model.named_parameters()))
     model.train()
+    bn = model.bn1   # a backbone BatchNorm: frozen in stages 2 and 3, so its statistics must not move
+    before = bn.running_mean.clone()
     target = {1: "cls", 2: "att", 3: "sr", 4: "final"}[stage]
     y = model(torch.randn(2, 3, 64, 64))
     assert torch.equal(y, head.outputs[target])   # the stage's training output
+    assert torch.equal(bn.running_mean, before) == (stage in (2, 3))
+    assert bn.training   # train() is not undone: the frozen layer is switched to eval only in its forward
+    # the stage's output depends on every parameter the stage trains (none is trained for nothing)
     y.sum().backward()
-    assert all((p.grad is not None) == (n in trainable) or p.grad is None for n, p in model.named_parameters())
-    assert all(p.grad is not None for n, p in model.named_parameters() if n in trainable)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if n in trainable)
 
 
 def test_bad_stage_and_layer():
-    model, head = srn_model(4)
+    model, head = srn_model(2)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     with pytest.raises(ValueError, match="srn.stage"):
         apply_stage(model, head, 5)
+    assert head.stage == 2 and {n for n, p in model.named_parameters() if p.requires_grad} == trainable   # unchanged
     with pytest.raises(ValueError, match="feature layers are"):
         attach_srn(build_model(ModelConfig(name="test_resnet"), 7), "fc", "layer9", 7, 4, 1)
-    assert isinstance(head, SRNHead)

@@ -255,9 +255,29 @@ def test_gpu_augment_normalises_and_jitters():
     aug = GpuAugment(jitter=0.0, channels_last=False)
     y = aug(x)
     assert torch.allclose(y[:, 0], torch.full((4, 8, 8), (128 / 255 - 0.485) / 0.229), atol=1e-5)
-    g = torch.Generator().manual_seed(0)
-    z = GpuAugment(jitter=0.4)(torch.randint(0, 255, (4, 3, 8, 8), dtype=torch.uint8), generator=g)
-    assert z.is_contiguous(memory_format=torch.channels_last) and z.shape == (4, 3, 8, 8)
+    assert y.is_contiguous()
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    # a grey image: contrast and saturation leave it as it is, so only brightness acts, by the
+    # factor 1 + (2u - 1) j of the first draw, one per image
+    grey = torch.full((6, 3, 8, 8), 100, dtype=torch.uint8)
+    z = GpuAugment(jitter=0.4)(grey, generator=torch.Generator().manual_seed(0))
+    u = torch.rand(6, 1, 1, 1, generator=torch.Generator().manual_seed(0))
+    expected = ((100 / 255 * (1 + (u * 2 - 1) * 0.4)).clamp(0, 1) - mean) / std
+    assert torch.allclose(z, expected.expand_as(z), atol=1e-5)
+    assert z.is_contiguous(memory_format=torch.channels_last)
+    assert (z[:, 0, 0, 0].std() > 0.05)                       # each image its own factor
+    # a colour image: every image changes, stays in range, and eval mode does not jitter
+    g = torch.Generator().manual_seed(1)
+    img = torch.randint(0, 255, (8, 3, 16, 16), dtype=torch.uint8, generator=g)
+    plain = GpuAugment(jitter=0.4)(img, train=False)
+    jittered = GpuAugment(jitter=0.4)(img, generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(plain, GpuAugment(jitter=0.0)(img))
+    assert ((jittered - plain).abs().flatten(1).mean(dim=1) > 1e-3).all()
+    back = jittered * std + mean
+    assert back.min() >= -1e-5 and back.max() <= 1 + 1e-5
+    # saturation acts: the per-pixel spread over channels changes by image-dependent factors
+    spread = lambda t: (t * std + mean).std(dim=1).mean(dim=(1, 2))
+    assert not torch.allclose(spread(jittered) / spread(plain), torch.ones(8), atol=0.02)
 
 
 def test_tar_reader_stops_cleanly_on_damaged_headers(tmp_path):

@@ -1,0 +1,117 @@
+"""The loader's parts on their own: the sample-stream stages, BatchMeta through the loader and
+its resumable state, the device prefetcher and the one evaluation loop."""
+import numpy as np
+import pytest
+import torch
+
+from pipeline import schema
+from pipeline.loader import BadSamples, BatchMeta, DevicePrefetcher, LoaderConfig, ShardLoader, WorkerPlan, sample_stream
+from pipeline.loader.stages import PASS_END, Drawn, ShardEnd, compose, repeat_by_factors, take, tracked_shuffle
+from pipeline.shards import ShardConfig, shard_all
+from pretrain.evaluation import model_outputs
+
+
+@pytest.fixture(scope="module")
+def shards(mined_v1, example_v1, tmp_path_factory):
+    out = tmp_path_factory.mktemp("stages") / "s"
+    shard_all(example_v1, mined_v1, out, ShardConfig(max_size=150_000), workers=1, num_parts=2)
+    return out
+
+
+def drawn(shard, n, padding=False):
+    return [Drawn({"__key__": f"{shard}{i}"}, shard, i, padding) for i in range(n)]
+
+
+def test_tracked_shuffle_reports_a_shard_when_its_last_copy_leaves():
+    items = drawn("a", 3) + [ShardEnd("a")] + drawn("b", 2) + [ShardEnd("b"), PASS_END]
+    out = list(tracked_shuffle(4, np.random.default_rng(0))(iter(items)))
+    assert sorted(s["__key__"] for s, _, _ in out) == ["a0", "a1", "a2", "b0", "b1"]
+    keys = [s["__key__"] for s, _, _ in out]
+    reported = [(i, shard) for i, (_, _, done) in enumerate(out) for shard in done]
+    assert sorted(shard for _, shard in reported) == ["a", "b"]      # each shard once
+    for i, shard in reported:    # with the sample that was that shard's last copy in the buffer
+        assert keys[i].startswith(shard) and not any(k.startswith(shard) for k in keys[i + 1:])
+    # order 1 = no shuffle; padding copies never count towards a shard's completion
+    items = drawn("a", 2) + [ShardEnd("a")] + drawn("a", 2, padding=True) + [PASS_END]
+    out = list(tracked_shuffle(1, np.random.default_rng(0))(iter(items)))
+    assert [(s["__key__"], p) for s, p, _ in out] == [("a0", False), ("a1", False), ("a0", True), ("a1", True)]
+    assert [d for _, _, d in out] == [[], [], ["a"], []]
+
+
+def test_pass_end_drains_the_buffer_before_padding():
+    items = drawn("a", 5) + [ShardEnd("a"), PASS_END] + drawn("a", 5, padding=True) + [PASS_END]
+    out = list(tracked_shuffle(100, np.random.default_rng(1))(iter(items)))
+    assert [p for _, p, _ in out] == [False] * 5 + [True] * 5
+
+
+def test_repeat_factors_and_take():
+    rng = np.random.default_rng(0)
+    factors = {"a": np.array([0.0, 2.0, 3.0])}
+    out = list(compose(drawn("a", 3) + [ShardEnd("a")], repeat_by_factors(factors, rng)))
+    assert [it.position for it in out if type(it) is Drawn] == [1, 1, 2, 2, 2] and out[-1] == ShardEnd("a")
+    assert len(list(compose(range(100), take(7)))) == 7
+
+
+def test_a_worker_without_shards_of_its_own_pads_from_others(shards):
+    """A rank left without shards (fewer shards remaining than ranks after a resume) gets padding
+    from the epoch's other shards: its worker's plan has no shards, only pad_from."""
+    split = shards / "train"
+    name = sorted(schema.read_sizes(split))[0]
+    plan = WorkerPlan([], 2, [name])
+    got = list(sample_stream(split, plan, 10, None, 4, np.random.default_rng(0), BadSamples(1e9)))
+    assert len(got) == 10 and all(pad for _, pad, _ in got) and not any(done for _, _, done in got)
+
+
+def test_batch_meta_and_state_without_in_flight_batches(shards):
+    split = shards / "train"
+    cfg = LoaderConfig(batch_size=8, workers=2, shuffle_buffer=8, image_size=32, seed=1)
+    loader = ShardLoader(split, cfg)
+    metas = []
+    for batch in loader:
+        meta = batch["meta"]
+        assert isinstance(meta, BatchMeta) and meta.epoch == 0 and meta.padding.shape == (8,)
+        assert meta.padding.dtype == torch.bool and "padding" not in batch
+        metas.append(meta)
+        if len(metas) == len(loader) - 1:
+            break
+    done = [s for m in metas for s in m.shards_done]
+    assert done and len(done) == len(set(done))
+    state = loader.state_dict()
+    assert state == {"epoch": 0, "consumed": sorted(done)}
+    held = [m for m in metas if m.shards_done][-1:]
+    assert loader.state_dict(in_flight=held)["consumed"] == sorted(set(done) - set(held[0].shards_done))
+    loader.close()
+
+
+def test_device_prefetcher_checks_and_counts_waits(shards):
+    cfg = LoaderConfig(batch_size=8, workers=1, train=False, image_size=32)
+    seen = []
+    pre = DevicePrefetcher(ShardLoader(shards / "val", cfg), "cpu", check=lambda b: seen.append(len(b["index"])))
+    n = sum(1 for _ in pre)
+    assert n == len(seen) > 0 and pre.in_flight == [] and pre.waited > 0
+    assert pre.take_waited() > 0 and pre.waited == 0.0
+
+
+class _Sum(torch.nn.Module):
+    def forward(self, x):
+        return x.float().mean(dim=(2, 3))
+
+
+def test_evaluation_loop_leaves_padding_out_and_keeps_models_in_step(shards):
+    split = shards / "val"
+    n_real = sum(schema.read_sizes(split).values())
+    cfg = LoaderConfig(batch_size=7, workers=1, train=False, image_size=32)
+    model = _Sum().train()
+    rows, indices = 0, []
+    for (out,), batch, keep in model_outputs([model], [ShardLoader(split, cfg)], "cpu"):
+        assert out.shape == (int(keep.sum()), 3)
+        rows += out.shape[0]
+        indices += batch["index"][keep].tolist()
+    assert rows == n_real and len(set(indices)) == n_real and model.training   # mode restored
+    # two models at two image sizes line up; loaders over different shards do not
+    pairs = list(model_outputs([_Sum(), _Sum()], [ShardLoader(split, cfg),
+                                                 ShardLoader(split, LoaderConfig(**{**cfg.__dict__, "image_size": 48}))], "cpu"))
+    assert sum(a.shape[0] for (a, b), _, _ in pairs) == n_real
+    other = ShardLoader(shards / "train", cfg)
+    with pytest.raises(RuntimeError, match="out of step"):
+        list(model_outputs([_Sum(), _Sum()], [ShardLoader(split, cfg), other], "cpu"))
