@@ -230,9 +230,10 @@ class Trainer:
                     if not due.log:
                         continue
                     stop = self._check_agreement(window)
-                    row = {"epoch": batch["meta"].epoch, **window.row(self.accelerator, batches.take_waited()),
-                           "lr": self.scheduler.get_last_lr()[0], "images_seen": self.images_seen,
-                           "bad_samples": self.loader.bad_samples}
+                    figures = window.row(self.accelerator, batches.take_waited())
+                    row = {"epoch": batch["meta"].epoch, "loss": figures["loss"], "lr": self.scheduler.get_last_lr()[0],
+                           "images_per_s": figures["images_per_s"], "data_wait": figures["data_wait"],
+                           "images_seen": self.images_seen, "bad_samples": self.loader.bad_samples}
                     if due.evaluate:
                         row.update(self.evaluate())
                         self.accelerator.wait_for_everyone()

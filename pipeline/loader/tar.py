@@ -2,9 +2,11 @@
 
 A lean reader for the hot path instead of :mod:`tarfile` or webdataset's ``tar_file_expander``:
 sequential 512-byte headers, ustar, GNU long names and pax path records, nothing else.
-``bench/loader.py`` measures it against both on the same shards (it is several times faster per
-member, which matters at ~10k members/s per worker). A header with a bad checksum or a
-truncated member ends the shard with a count; the samples before the damage are still delivered.
+``bench/loader.py`` measures all three on the same shards: 260-440k members/s against 29-40k
+for tarfile's streaming mode and 29-38k for webdataset's iterator (8-12x, on 2 cores). A worker
+reads ~2k members/s at 224 px (a JPEG and a label record per image), so tarfile would take 5-7%
+of its time, this reader under 1%. A header with a bad checksum or a truncated member ends the
+shard with a count; the samples before the damage are still delivered.
 """
 from __future__ import annotations
 

