@@ -21,7 +21,8 @@ class BatchMeta:
     - ``epoch``: the epoch it belongs to (the main process checks it against its own);
     - ``shards_done``: the shards whose every sample has now been delivered, this batch included:
       the loader's resumable position (``ShardLoader.state_dict``) is the union of these;
-    - ``bad_samples``: corrupt samples skipped while this batch was made;
+    - ``bad_samples``: samples lost while this batch was made (damaged, missing or undecodable,
+      counted in samples against the shards' manifest counts, :mod:`.bad`);
     - ``padding``: per image, whether it is a padding copy (read again so that every rank has the
       same number of batches); evaluation leaves those out."""
     epoch: int

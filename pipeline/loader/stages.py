@@ -1,7 +1,8 @@
 """The sample stream of one worker and epoch, as a list of composable stages:
 
     shard_passes(plan)             the worker's shards once, then its padding sources again and again
-    -> read_samples(split, bad)    complete samples of each shard, in order (tar.read_shard)
+    -> read_samples(split, bad)    complete samples of each shard, in order (tar.read_shard);
+                                   samples lost counted against the manifest
     -> repeat_by_factors(r, rng)   0, 1 or more copies of each sample (stochastic rounding)
     -> tracked_shuffle(n, rng)     a shuffle buffer that knows when a shard's last copy left it
     -> take(quota)                 exactly the worker's quota
@@ -69,24 +70,62 @@ def shard_passes(plan: WorkerPlan) -> Iterator:
         yield PASS_END
 
 
-def read_samples(split_dir: Path, bad: BadSamples) -> Stage:
+def read_samples(split_dir: Path, bad: BadSamples, sizes: dict[str, int] | None = None,
+                 fallback: Iterable[str] = ()) -> Stage:
+    """Each shard's complete samples as :class:`Drawn`, then :class:`ShardEnd` for a real one.
+
+    What a real shard lost is counted in ``bad`` against ``sizes`` (its manifest count; a missing
+    or unreadable file loses all of them); padding reads count nothing (their losses were counted
+    in the real pass). A pass that yields no sample at all (every shard of it empty, missing or
+    unreadable) is made up by padding from the ``fallback`` shards (the rank's others, the
+    split's), each read at most until one gives samples; only a split with no readable sample
+    left is an error."""
+    fallback = list(dict.fromkeys(fallback))
+    muted = BadSamples(float("inf"))        # padding reads: nothing counted, nothing logged
+
     def stage(passes: Iterable) -> Iterator:
         sources, got_any = [], False
+        dead: set[str] = set()              # shards that gave no sample: not read again for padding
+
+        def read(shard: str, padding: bool) -> Iterator[Drawn]:
+            expected = None if padding or sizes is None else sizes.get(shard)
+            n = 0
+            for pos, sample in enumerate(read_shard(split_dir / shard, muted if padding else bad, expected)):
+                n += 1
+                yield Drawn(sample, shard, pos, padding)
+            if not n:
+                dead.add(shard)
+
         for what in passes:
             if what is PASS_END:
-                if sources and not got_any:
-                    raise RuntimeError(f"no readable sample in {sources} ({split_dir}): cannot fill the epoch")
+                empty = bool(sources) and not got_any
                 sources, got_any = [], False
                 yield PASS_END
+                if empty:
+                    for shard in fallback:
+                        if shard not in dead:
+                            got = yield from _count(read(shard, True))
+                            if got:
+                                break
+                    else:
+                        raise RuntimeError(f"no readable sample in any shard of {split_dir}: cannot fill the epoch")
                 continue
             shard, padding = what
             sources.append(shard)
-            for pos, sample in enumerate(read_shard(split_dir / shard, bad)):
-                got_any = True
-                yield Drawn(sample, shard, pos, padding)
+            if not (padding and shard in dead):
+                got_any = (yield from _count(read(shard, padding))) or got_any
             if not padding:
                 yield ShardEnd(shard)
     return stage
+
+
+def _count(items: Iterator) -> Iterator:
+    """Yields ``items``; returns how many there were (``n = yield from _count(...)``)."""
+    n = 0
+    for it in items:
+        n += 1
+        yield it
+    return n
 
 
 def repeat_by_factors(factors: dict[str, np.ndarray] | None, rng: np.random.Generator) -> Stage:
@@ -151,10 +190,12 @@ def take(n: int) -> Stage:
 
 
 def sample_stream(split_dir: Path, plan: WorkerPlan, quota: int, factors: dict[str, np.ndarray] | None,
-                  buffer_size: int, rng: np.random.Generator, bad: BadSamples) -> Iterator[tuple[dict, bool, list[str]]]:
-    """Exactly ``quota`` samples of one worker's epoch as (sample, is_padding, shards finished)."""
+                  buffer_size: int, rng: np.random.Generator, bad: BadSamples, sizes: dict[str, int] | None = None,
+                  fallback: Iterable[str] = ()) -> Iterator[tuple[dict, bool, list[str]]]:
+    """Exactly ``quota`` samples of one worker's epoch as (sample, is_padding, shards finished);
+    ``sizes``, ``fallback``: see :func:`read_samples`."""
     return compose(shard_passes(plan),
-                   read_samples(split_dir, bad),
+                   read_samples(split_dir, bad, sizes, fallback),
                    repeat_by_factors(factors, rng),
                    tracked_shuffle(buffer_size, rng),
                    take(quota))

@@ -27,6 +27,7 @@ from .paths import batch_path
 from .plan import EpochPlanner, WorkerPlan
 from .ring import ImageRing, RingSlot
 from .stages import sample_stream
+from .tar import read_shard
 
 
 class StreamDataset(IterableDataset):
@@ -34,9 +35,13 @@ class StreamDataset(IterableDataset):
     then, with ``planner``, the epochs after it."""
 
     def __init__(self, split_dir: Path, cfg: LoaderConfig, plans: list[WorkerPlan], repeat, epoch: int,
-                 rank: int, ring: ImageRing | None = None, planner: EpochPlanner | None = None):
+                 rank: int, ring: ImageRing | None = None, planner: EpochPlanner | None = None,
+                 sizes: dict[str, int] | None = None):
+        """``sizes``: samples per shard (the manifest's counts), what lost samples are counted
+        against; default: the split's ``sizes.json``."""
         self.split_dir, self.cfg, self.plans, self.repeat = split_dir, cfg, plans, repeat
         self.epoch, self.rank, self.ring, self.planner = epoch, rank, ring, planner
+        self.sizes = sizes if sizes is not None else schema.read_sizes(split_dir)
 
     def __iter__(self):
         info = get_worker_info()
@@ -65,16 +70,19 @@ class WorkerStream:
             plans = self.ds.planner(epoch)[self.ds.rank]
 
     def epoch(self, epoch: int, plans: list[WorkerPlan]):
-        """This worker's batches of one epoch: exactly its quota (samples whose JPEG cannot be
-        decoded are made up by padding copies of the epoch's first good image), then the markers."""
+        """This worker's batches of one epoch: exactly its quota, then the markers. Samples lost
+        (counted in samples: :mod:`.bad`) are made up by padding: shards read again, and copies of
+        the epoch's first good image for JPEGs that cannot be decoded."""
         plan, cfg = plans[self.worker], self.cfg
         m = max(1, cfg.repeat_aug)
         seed = [cfg.seed, epoch, self.ds.rank, self.worker]
         rng = np.random.default_rng(seed)
         aug = CpuAugment(cfg, random.Random(str(seed)))
         bad = BadSamples(cfg.log_bad_every_s)
+        # where padding comes from when this worker's own shards give nothing: the rank's others
+        fallback = [s for i, w in enumerate(plans) if i != self.worker for s in w.shards] + list(self.ds.sizes)
         samples = sample_stream(self.ds.split_dir, plan, plan.batches * cfg.images_per_batch, self.ds.repeat,
-                                cfg.shuffle_buffer if cfg.train else 1, rng, bad)
+                                cfg.shuffle_buffer if cfg.train else 1, rng, bad, self.ds.sizes, fallback)
         path = self.path_cls(cfg, self.buffer)
         items, done, filler, emitted = [], [], None, 0
 
@@ -91,7 +99,8 @@ class WorkerStream:
             try:
                 path.add(len(items), sample[schema.IMAGE_EXT], aug, m)
             except Exception as exc:  # noqa: BLE001 - a corrupt JPEG must not stop training
-                bad.add(f"{sample['__key__']}", f"cannot decode: {exc}")
+                if not padding:    # a padding copy's loss was counted when it was read for real
+                    bad.lost(f"sample {sample['__key__']}", 1, f"cannot decode: {exc}")
                 continue
             items.extend([(sample["labels"], padding)] * m)
             if filler is None:
@@ -100,14 +109,28 @@ class WorkerStream:
                 yield batch()
         while emitted < plan.batches:   # undecodable JPEGs left the quota short: padding copies
             if filler is None:
-                raise RuntimeError(f"no decodable image in shards {plan.shards} of {self.ds.split_dir}: "
-                                   "cannot fill the epoch")
+                filler = self._filler(path, len(items), aug, m, plan.shards + fallback)
+                items.extend(filler[1])
+                continue
             while len(items) < cfg.batch_size:
                 path.put_filler(len(items), filler[0])
                 items.extend((labels, True) for labels, _ in filler[1])
             yield batch()
         for _ in range(max(w.batches for w in plans) - plan.batches):
             yield EpochMarker(epoch)
+
+    def _filler(self, path, row: int, aug: CpuAugment, m: int, shards: list[str]):
+        """No image of this worker's stream decoded: the first one of ``shards`` that does, put at
+        ``row`` as padding, and its filler."""
+        muted = BadSamples(float("inf"))
+        for shard in dict.fromkeys(shards):
+            for sample in read_shard(self.ds.split_dir / shard, muted):
+                try:
+                    path.add(row, sample[schema.IMAGE_EXT], aug, m)
+                except Exception:  # noqa: BLE001 - look on
+                    continue
+                return path.filler(row, m), [(sample["labels"], True)] * m
+        raise RuntimeError(f"no decodable image in any shard of {self.ds.split_dir}: cannot fill the epoch")
 
     def buffer(self) -> tuple[np.ndarray, object]:
         """A batch's image buffer, N x H x W x C (numpy view, filled in place) and what the batch
