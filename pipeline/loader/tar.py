@@ -34,34 +34,35 @@ from .bad import BadSamples
 _BLOCK = 512
 _ZERO_BLOCK = bytes(_BLOCK)
 _MAGIC = b"ustar"
-_OCTAL = b"01234567"
 _RESYNC_CHUNK = 1 << 20
 
 
 def _number(field: bytes) -> int:
-    """A numeric header field: octal text or GNU base-256; ValueError for anything else."""
+    """A numeric header field: octal text (as tarfile reads it) or GNU base-256; ValueError else."""
     if field[0] & 0x80:
         if field[0] != 0x80:
             raise ValueError("negative base-256 number")
         return int.from_bytes(field[1:], "big")
-    field = field.split(b"\0", 1)[0].strip(b" ")
-    if field.strip(_OCTAL):
-        raise ValueError(f"not an octal number: {field[:12]!r}")
-    return int(field, 8) if field else 0
+    n = int(field.split(b"\0", 1)[0] or b"0", 8)     # int() takes the spaces around the digits
+    if n < 0:
+        raise ValueError(f"negative number {n}")
+    return n
 
 
 def _checksum_ok(header: bytes) -> bool:
     """The header's checksum field equals the sum of its bytes, the field counted as 8 spaces
     (unsigned, or signed as some old tars wrote it)."""
+    if header.isascii():   # every byte < 128: the sum is < 65521, adler-32's low half is 1 + it
+        chk = (zlib.adler32(header) & 0xFFFF) + 255 - sum(header[148:156])
+        if header[148:155] == b"%06o\0" % chk:       # how tarfile (our shard writer) writes it
+            return True
+    else:
+        chk = sum(header) + 256 - sum(header[148:156])
     try:
         stored = _number(header[148:156])
     except ValueError:
         return False
-    if header.isascii():   # every byte < 128: the sum is < 65521, adler-32's low half is 1 + sum
-        return (zlib.adler32(header) & 0xFFFF) - 1 - sum(header[148:156]) + 256 == stored
-    rest = header[:148] + header[156:]
-    unsigned = sum(rest) + 256
-    return stored in (unsigned, unsigned - 256 * sum(b >= 128 for b in rest))
+    return stored == chk or stored == chk - 256 * sum(b >= 128 for b in header[:148] + header[156:])
 
 
 def _valid(header: bytes) -> bool:
@@ -73,7 +74,7 @@ def _resync(fh, start: int, end: int) -> int | None:
     at = start
     while at < end:
         fh.seek(at)
-        buf = fh.read(_RESYNC_CHUNK + _BLOCK)
+        buf = fh.read(min(_RESYNC_CHUNK, end - at) + _BLOCK)
         i = buf.find(_MAGIC, 257)
         while i != -1:
             h = i - 257
@@ -92,7 +93,7 @@ def iter_tar(path: Path, bad: BadSamples) -> Iterator[tuple[str, bytes]]:
     Damage is skipped with a note in ``bad`` (no sample counted: :func:`read_shard` does that)
     and reading goes on at the next valid header; a file that cannot be opened or read raises
     OSError."""
-    where = str(path)
+    where, adler32 = str(path), zlib.adler32
     with open(path, "rb", buffering=1 << 20) as fh:
         end = os.fstat(fh.fileno()).st_size
         pos = 0
@@ -114,8 +115,9 @@ def iter_tar(path: Path, bad: BadSamples) -> Iterator[tuple[str, bytes]]:
                 continue
             if header[257:262] != _MAGIC:
                 why = "no ustar magic"
-            elif not _checksum_ok(header):
-                why = "checksum mismatch"
+            elif not (header.isascii() and header[148:155] == b"%06o\0" % (
+                    (adler32(header) & 0xFFFF) + 255 - sum(header[148:156]))) and not _checksum_ok(header):
+                why = "checksum mismatch"   # (the first test is _checksum_ok's fast path, inlined)
             else:
                 try:
                     size = _number(header[124:136])
