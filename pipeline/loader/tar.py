@@ -5,7 +5,8 @@ sequential 512-byte headers, ustar, GNU long names and pax path records, nothing
 ``bench/loader.py`` measures all three on the same shards: 260-440k members/s against 29-40k
 for tarfile's streaming mode and 29-38k for webdataset's iterator (8-12x, on 2 cores). A worker
 reads ~2k members/s at 224 px (a JPEG and a label record per image), so tarfile would take 5-7%
-of its time, this reader under 1%.
+of its time, this reader under 1%. Verifying every header's checksum (below) costs ~0.75 us per
+member (1.73 -> 2.48 us, best of interleaved rounds on 2 shared cores).
 
 It never raises on the bytes of a shard. Every header's checksum is verified (an ASCII-only
 header sums to under 65521, so zlib's adler-32 gives the exact sum at C speed; others are summed
