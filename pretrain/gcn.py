@@ -16,6 +16,10 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from webtag.safe_pickle import UnsafePickle, load_data_pickle
+
+from .data import DataError
+
 log = logging.getLogger(__name__)
 
 
@@ -103,14 +107,22 @@ def _words(words: list[str]) -> list[str]:
 
 
 def load_embedding_matrix(path: str | Path, num_labels: int) -> np.ndarray:
-    """A provided C x d matrix (.npy, or a pickle of an array as in the ML-GCN releases)."""
+    """A provided C x d matrix: ``.npy`` (read without pickle), or a legacy pickle of an array as in
+    the ML-GCN releases, read by :func:`webtag.safe_pickle.load_data_pickle` (numpy arrays and plain
+    containers only: a pickle that would call anything else is refused, never run)."""
     path = Path(path)
-    if path.suffix == ".npy":
-        arr = np.load(path)
-    else:
-        import pickle
-        with open(path, "rb") as fh:
-            arr = np.asarray(pickle.load(fh))
-    if arr.ndim != 2 or arr.shape[0] != num_labels:
-        raise ValueError(f"{path}: a {num_labels} x d matrix is needed, got shape {arr.shape}")
+    if not path.is_file():
+        raise DataError(f"model.gcn.embeddings={path}: no such file")
+    try:
+        if path.suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        else:
+            arr = np.asarray(load_data_pickle(path))
+    except UnsafePickle as exc:
+        raise DataError(f"model.gcn.embeddings={exc}") from None
+    except ValueError as exc:   # np.load: an object array (needs pickle), or not an .npy file
+        raise DataError(f"model.gcn.embeddings={path}: not a numeric .npy matrix ({exc})") from None
+    if arr.ndim != 2 or arr.shape[0] != num_labels or not np.issubdtype(arr.dtype, np.number):
+        raise DataError(f"model.gcn.embeddings={path}: a {num_labels} x d numeric matrix is needed, "
+                        f"got shape {arr.shape} ({arr.dtype})")
     return arr.astype(np.float32)

@@ -11,15 +11,17 @@ import pyarrow.parquet as pq
 from torch import nn
 
 from text_mining import schema as tm
+from text_mining.embed import WordVectorsError, load_word_vectors
 
 from .config import GCNConfig, ModelConfig
+from .data import DataError
 from .gcn import GCNClassifier, label_embeddings, load_embedding_matrix, sparse_tensor
 from .graph import graph_stats, label_graph
 from .backbone import head_prefix, replace_module
 from .multigrain import GeM
 
 log = logging.getLogger(__name__)
-WORD2VEC = Path("_work") / "vocabulary" / "word2vec.kv"   # where text mining keeps its word vectors
+WORD2VEC = Path("_work") / "vocabulary"   # where text mining keeps its word vectors (text_mining.embed's files)
 
 
 def set_pooling(model: nn.Module, cfg: ModelConfig) -> None:
@@ -59,12 +61,12 @@ def label_names(labels_dir: str | Path, target: str) -> list[list[str]]:
 def gcn_embeddings(labels_dir: str | Path, target: str, cfg: GCNConfig, num_labels: int) -> np.ndarray:
     if cfg.embeddings != "word2vec":
         return load_embedding_matrix(cfg.embeddings, num_labels)
-    path = Path(labels_dir) / WORD2VEC
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: model.gcn.embeddings=word2vec needs text mining's word "
-                                "vectors; give model.gcn.embeddings=FILE.npy instead")
-    from gensim.models import KeyedVectors
-    emb, _ = label_embeddings(label_names(labels_dir, target), KeyedVectors.load(str(path)))
+    try:   # no pickle: a labels folder with only gensim's word2vec.kv is refused
+        vectors = load_word_vectors(Path(labels_dir) / WORD2VEC)
+    except WordVectorsError as exc:
+        raise DataError(f"model.gcn.embeddings=word2vec needs text mining's word vectors: {exc}; or give "
+                        "model.gcn.embeddings=FILE.npy") from None
+    emb, _ = label_embeddings(label_names(labels_dir, target), vectors)
     return emb
 
 

@@ -100,16 +100,17 @@ class Trainer:
         optimizer = build_optimizer(model, cfg.optim, list(self.criterion.parameters()))
         self.scheduler = build_scheduler(optimizer, cfg.optim, self.total_steps, self.steps_per_epoch)
         self.model, self.optimizer = acc.prepare(model, optimizer)
-        acc.register_for_checkpointing(self.scheduler)
-        for part in self.criterion.checkpointed():
-            acc.register_for_checkpointing(part)
+        # what a checkpoint holds beside the trainer state (pretrain.checkpointer; no pickle)
+        checkpointed = {"model": self.bare_model(), "optimizer": self.optimizer, "scheduler": self.scheduler}
+        for i, part in enumerate(self.criterion.checkpointed()):
+            checkpointed[f"criterion-{i}"] = part
         self.ema = build_ema(self.bare_model(), cfg.optim.ema_decay) if cfg.optim.ema_decay else None
         if self.ema is not None:
-            acc.register_for_checkpointing(self.ema)
+            checkpointed["ema"] = self.ema
         if cfg.model.compile:
             self.model = torch.compile(self.model, mode=cfg.model.compile_mode)
         self.augment = GpuAugment(cfg.augment.jitter, channels_last=cfg.model.channels_last).to(self.device)
-        self.checkpointer = Checkpointer(acc, self.out, cfg, self.loader)
+        self.checkpointer = Checkpointer(acc, self.out, cfg, self.loader, checkpointed)
         self.audit = ShardAudit(self.out, acc.process_index)
         self.stop = StopRequest()
         self.metrics: MetricsLog | None = None

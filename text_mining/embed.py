@@ -1,15 +1,72 @@
-"""Word vectors (gensim word2vec on the mined corpus) and text embeddings of images and classes."""
+"""Word vectors (gensim word2vec on the mined corpus), their files, and text embeddings of images
+and classes.
+
+The vectors are stored without pickle (gensim's own ``KeyedVectors.save`` is one, and loading a
+pickle runs whatever it names): ``word2vec.npy``, the float32 matrix (``np.save`` with
+``allow_pickle=False``), and ``word2vec_words.json``, its words in row order.
+:func:`load_word_vectors` rebuilds gensim ``KeyedVectors`` from the two; a folder with only an
+older ``word2vec.kv`` is refused, never unpickled.
+"""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import zlib
+from pathlib import Path
 
 import numpy as np
 
 from .config import Word2VecConfig
 
 log = logging.getLogger(__name__)
+VECTORS_FILE, WORDS_FILE = "word2vec.npy", "word2vec_words.json"
+LEGACY_FILE = "word2vec.kv"   # gensim's pickle, written by earlier versions: never loaded
+
+
+class WordVectorsError(ValueError):
+    """The word-vector files of a vocabulary folder are missing, of the old pickled kind, or do
+    not fit together."""
+
+
+def save_word_vectors(kv, folder: str | Path) -> None:
+    """``kv`` (gensim KeyedVectors) as ``word2vec.npy`` + ``word2vec_words.json`` in ``folder``."""
+    folder = Path(folder)
+    np.save(folder / VECTORS_FILE, np.ascontiguousarray(kv.vectors, dtype=np.float32), allow_pickle=False)
+    (folder / WORDS_FILE).write_text(json.dumps(list(kv.index_to_key), ensure_ascii=False), encoding="utf-8")
+
+
+def load_word_vectors(folder: str | Path):
+    """The word vectors that :func:`save_word_vectors` wrote, as gensim KeyedVectors (no pickle)."""
+    from gensim.models import KeyedVectors
+
+    folder = Path(folder)
+    vec_path, words_path = folder / VECTORS_FILE, folder / WORDS_FILE
+    if not vec_path.is_file() or not words_path.is_file():
+        if (folder / LEGACY_FILE).exists():
+            raise WordVectorsError(
+                f"{folder / LEGACY_FILE}: word vectors in gensim's pickle format are not loaded (a pickle can "
+                f"run code); rerun the vocabulary step (remove {folder} and run `python -m text_mining "
+                f"vocabulary` and `tag` again) to write {VECTORS_FILE} + {WORDS_FILE}")
+        missing = vec_path if not vec_path.is_file() else words_path
+        raise WordVectorsError(f"{missing} does not exist: {folder} is not a finished vocabulary folder")
+    try:
+        matrix = np.load(vec_path, allow_pickle=False)
+    except ValueError as exc:
+        raise WordVectorsError(f"{vec_path}: not a numeric .npy matrix ({exc})") from None
+    try:
+        words = json.loads(words_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WordVectorsError(f"{words_path}: not a JSON list of words ({exc})") from None
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words) or len(set(words)) != len(words):
+        raise WordVectorsError(f"{words_path}: not a JSON list of distinct words")
+    if matrix.ndim != 2 or matrix.dtype != np.float32 or matrix.shape[0] != len(words):
+        raise WordVectorsError(f"{vec_path}: a {len(words)} x d float32 matrix is needed (one row per word of "
+                               f"{words_path.name}), got {matrix.shape} {matrix.dtype}")
+    kv = KeyedVectors(vector_size=matrix.shape[1], dtype=np.float32)
+    if words:
+        kv.add_vectors(words, matrix)
+    return kv
 
 
 def stable_hash(text: str) -> int:

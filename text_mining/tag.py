@@ -19,7 +19,7 @@ from webtag.atomic import atomic_dir
 
 from . import schema
 from .config import TextMiningConfig
-from .embed import word_matrix
+from .embed import load_word_vectors, word_matrix
 from .layout import Layout, OutputMismatch
 from .weights import LabelWeighter, csr_from_lists
 from .webvision import Release
@@ -28,14 +28,12 @@ log = logging.getLogger(__name__)
 
 
 def load_weighter(vocab_dir: Path, cfg: TextMiningConfig) -> tuple[dict, LabelWeighter]:
-    from gensim.models import KeyedVectors
-
     vocab = pq.read_table(vocab_dir / schema.VOCABULARY_FILE).to_pydict()
     n_classes = pq.read_metadata(vocab_dir / schema.CLASSES_FILE).num_rows
     table = pq.read_table(vocab_dir / schema.KEYWORD_CLASSES_FILE).to_pydict()
     nb = pq.read_table(vocab_dir / "class_neighbours.parquet").to_pydict()
-    kv = KeyedVectors.load(str(vocab_dir / "word2vec.kv"))
-    ref = np.load(vocab_dir / "knn_reference.npz")
+    kv = load_word_vectors(vocab_dir)   # no pickle: a legacy word2vec.kv is refused
+    ref = np.load(vocab_dir / "knn_reference.npz", allow_pickle=False)
     weighter = LabelWeighter(
         cfg.weights,
         keyword_table=csr_from_lists(table["class_ids"], table["scores"], n_classes),

@@ -4,8 +4,9 @@ everything the per-image label weights need.
 Writes ``_work/vocabulary/`` with
 - ``vocabulary.parquet`` and ``classes.parquet`` (schemas in schema.py);
 - ``duplicates.parquet``: train-list indices of images listed again (dropped by ``tag``);
-- ``word2vec.kv``: gensim word vectors trained on the images' vocabulary keywords plus the words
-  of their query (so that class words and keywords share one space);
+- ``word2vec.npy`` + ``word2vec_words.json``: word vectors (gensim word2vec) trained on the images'
+  vocabulary keywords plus the words of their query (so that class words and keywords share one
+  space), stored without pickle (embed.save_word_vectors);
 - ``keyword_classes.parquet``: per keyword, the top-k classes by
   ``wordnet_mix * WordNet(keyword, class) + (1 - wordnet_mix) * max(0, cos(v_keyword, v_class))``;
 - ``class_neighbours.parquet``: per class, its top-k WordNet neighbours (the query's neighbourhood);
@@ -28,7 +29,7 @@ from webtag.atomic import atomic_dir
 
 from . import schema
 from .config import TextMiningConfig, VocabularyConfig
-from .embed import mean_embeddings, normalise_rows, train_word2vec, word_matrix
+from .embed import mean_embeddings, normalise_rows, save_word_vectors, train_word2vec, word_matrix
 from .keywords import tokenize
 from .layout import Layout
 from .problems import Problems
@@ -253,7 +254,7 @@ def build_vocabulary(root: str | Path, out: str | Path, cfg: TextMiningConfig) -
                                  "class_ids": nb_ids, "scores": nb_scores}, schema=NEIGHBOURS_SCHEMA),
                        tmp / "class_neighbours.parquet")
         pq.write_table(pa.table({"index": dup_idx}), tmp / "duplicates.parquet")
-        kv.save(str(tmp / "word2vec.kv"))
+        save_word_vectors(kv, tmp)
         np.savez(tmp / "knn_reference.npz", embeddings=ref_emb, index=ref_index, class_id=ref_class)
         (tmp / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     log.info("vocabulary: %d keywords (of %d distinct), %d duplicates dropped, %.1fs",

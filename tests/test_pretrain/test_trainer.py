@@ -13,6 +13,7 @@ from pretrain.data import DataError
 from pretrain.backbone import build_model
 from pretrain.model import BACKBONE_WEIGHTS
 from pretrain.control import CONTROL_ENV, NonFiniteLoss
+from pretrain.state_io import load_state
 from pretrain.trainer import FINISHED, Trainer
 from webtag.config import ConfigError, load_config
 
@@ -56,7 +57,8 @@ def test_head_size_that_does_not_match_the_data_is_refused(shards_v1, mined_v1, 
     other.mkdir()
     pq.write_table(pq.read_table(mined_v1 / "vocabulary.parquet").slice(0, 3), other / "vocabulary.parquet")
     pq.write_table(pq.read_table(mined_v1 / "classes.parquet"), other / "classes.parquet")
-    with pytest.raises(DataError, match="manifest.parquet: keyword id .* but .*vocabulary.parquet has 3"):
+    # (refused as a folder no text-mining merge finished: no complete.json, the fingerprint's marker)
+    with pytest.raises(DataError, match="other_labels is not a finished text-mining output: .*complete.json is missing"):
         Trainer(make_cfg(shards_v1, other, tmp_path / "c"))
     with pytest.raises(DataError, match="holdout_shards=99"):
         Trainer(make_cfg(shards_v1, mined_v1, tmp_path / "d", "data.holdout_shards=99"))
@@ -133,7 +135,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(shards_v1, mined_v1, 
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step-00000004"]
     assert not (out / BACKBONE_WEIGHTS).exists() and not (out / FINISHED).exists()
     assert (tmp_path / "control" / "status").read_text().strip() == "failed"
-    for t in torch.load(ckpt.list_checkpoints(out)[0] / "optimizer.bin", weights_only=False)["state"].values():
+    for t in load_state(ckpt.list_checkpoints(out)[0], "optimizer")["state"].values():
         assert torch.isfinite(t["momentum_buffer"]).all()
 
 
