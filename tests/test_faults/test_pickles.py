@@ -1,6 +1,8 @@
 """Files that would run code: crafted pickles in a checkpoint folder, in a labels folder and as a
 user-named embedding file. Each would create a marker file when unpickled; it must never appear."""
 import json
+import logging
+import os
 import pickle
 import shutil
 
@@ -50,7 +52,6 @@ def test_crafted_accelerate_pickles_in_a_checkpoint_are_never_loaded(shards_v1, 
     for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl"):   # what Accelerate's load_state unpickles
         torch.save(Payload(marker), newest / name)                     # as Accelerate writes them: torch.save
     (out / FINISHED).unlink()
-    import logging
     with caplog.at_level(logging.INFO, logger="pretrain.trainer"):
         trainer = Trainer(make_cfg(shards_v1, mined_v1, out))
         assert trainer.fit() == "finished" and trainer.step == 2
@@ -133,10 +134,8 @@ def test_the_restricted_unpickler_accepts_data_and_refuses_calls(tmp_path):
         (tmp_path / "ok.pkl").write_bytes(pickle.dumps(data, protocol=protocol))
         back = load_data_pickle(tmp_path / "ok.pkl")
         assert np.array_equal(back["vectors"], data["vectors"]) and back["k"] == data["k"] and back["s"] == {1, 2}
-    import os
-    for payload in (Payload(marker), [1, Payload(marker)]):
-        evil_pickle(tmp_path / "evil.pkl", marker) if isinstance(payload, Payload) else \
-            (tmp_path / "evil.pkl").write_bytes(pickle.dumps(payload))
+    for payload in (Payload(marker), [1, {"nested": Payload(marker)}]):
+        (tmp_path / "evil.pkl").write_bytes(pickle.dumps(payload))
         with pytest.raises(UnsafePickle, match="evil.pkl: refused to unpickle io.open"):
             load_data_pickle(tmp_path / "evil.pkl")
     (tmp_path / "sys.pkl").write_bytes(pickle.dumps(os.system))
