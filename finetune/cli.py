@@ -12,8 +12,11 @@ SHARDS is the shards root, as in the configs' data.shards (the folder `python -m
 --out` wrote, with train/ and val/); --split, --queries, --gallery and --fit-whitening name splits
 in it. --checkpoint is another name of --checkpoints: one model or several, whose probabilities
 are averaged (retrieve takes one). A checkpoint is a finished run folder (its model.safetensors +
-model.json), its best/ folder, or that model.safetensors. Exit status: 0 done, 2 bad arguments,
-config or data, 3 non-finite loss.
+model.json), its best/ folder, or that model.safetensors. The shards must have been built from
+the labels each model was trained on (model.json's labels folder: its class list, or with
+--target keywords|weights its whole fingerprint) and pseudo-label's --labels: a mismatch is refused
+with both named. Exit status: 0 done, 2 bad arguments, config or data (a mismatch included),
+3 non-finite loss.
 """
 from __future__ import annotations
 
@@ -127,6 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         log.error("%s", exc)
         return 2
+    level = "labels" if getattr(args, "target", "class") != "class" else "classes"
+    try:
+        _check_pairings(models, args.checkpoints, split, level)
+    except ValueError as exc:   # shards of other labels than a model's
+        log.error("%s", exc)
+        return 2
     kw = dict(batch_size=args.batch_size, workers=args.workers, device=device)
     names = _class_names(models[0][1])
     if args.command == "pseudo-label":
@@ -166,6 +175,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  confused: {c.get('true_name', c['true'])} -> {c.get('predicted_name', c['predicted'])} x{c['count']}")
     print(f"saved {out}")
     return 0
+
+
+def _check_pairings(models, checkpoints: list[str], split: Path, level: str) -> None:
+    """Each model against the shards it reads: the split must record the labels (``classes``: the
+    class list) of the folder the model was trained on (model.json ``labels``). A model whose
+    labels folder is not here or not finished, or shards from before fingerprints, are only
+    warned about: evaluation writes no model."""
+    from pipeline.schema import ShardsMismatch, check_labels
+    from text_mining.schema import LabelsError
+    for path, (_, info) in zip(checkpoints, models):
+        labels = info.get("labels")
+        try:
+            if not labels:
+                raise LabelsError("its model.json names no labels folder")
+            check_labels(split, labels, level, old="warn")
+        except ShardsMismatch as exc:
+            raise ShardsMismatch(f"{path} was trained on {labels}, but {exc}") from None
+        except LabelsError as exc:
+            log.warning("%s: cannot check that %s matches its labels: %s", path, split, exc)
 
 
 def _class_names(info: dict) -> list[str] | None:

@@ -5,8 +5,9 @@ where ``max p >= threshold`` the image's ``class_id`` becomes ``argmax p`` (a co
 replaces the web label), otherwise the web label stays. The output folder is a text-mining output
 folder (same schema, text_mining/schema.py): images.parquet with the new class ids (keywords and
 LW-Set label weights, which come from the text, are kept), the other tables copied, and
-pseudo_labels.json with what changed. Shard it again (python -m pipeline shard --labels OUT) and
-finetune on the new shards.
+pseudo_labels.json with what changed, and its own ``complete.json`` (fingerprint) written last.
+The shards must have been built from ``labels_dir`` (their recorded fingerprint; refused
+otherwise). Shard it again (python -m pipeline shard --labels OUT) and finetune on the new shards.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.schema import check_labels
 from text_mining import schema as tm
 from webtag.atomic import atomic_dir
 
@@ -31,6 +33,7 @@ def pseudo_label(models, train_split: str | Path, labels_dir: str | Path, thresh
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"--threshold {threshold}: must be in (0, 1]")
     labels_dir = Path(labels_dir)
+    source = check_labels(train_split, labels_dir)   # finished labels, the ones the shards were made from
     images = tm.read_table(labels_dir / tm.IMAGES_FILE, tm.IMAGES)
     index = images.column("index").to_numpy()
     row_of = {int(i): r for r, i in enumerate(index)}
@@ -73,4 +76,5 @@ def pseudo_label(models, train_split: str | Path, labels_dir: str | Path, thresh
             if (labels_dir / name).exists():
                 shutil.copy2(labels_dir / name, tmp / name)
         write_json(tmp / REPORT, report)
+        tm.write_complete(tmp, "finetune pseudo-label", source_fingerprint=source["fingerprint"])
     return report

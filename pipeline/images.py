@@ -1,4 +1,5 @@
-"""Checking and (optionally) shrinking JPEGs before they go into shards."""
+"""Checking and (optionally) shrinking JPEGs before they go into shards; re-encoding the PNG,
+GIF and WebP files that web crawls save as ``.jpg`` (``as_jpeg``)."""
 from __future__ import annotations
 
 import io
@@ -26,7 +27,7 @@ def check_jpeg(data: bytes) -> tuple[int, int]:
     if not data:
         raise BadImage("empty_image", "file is empty")
     if not data.startswith(JPEG_SOI):
-        kind = "not_jpeg"
+        kind = "not_image"
         head = data[:12]
         what = ("PNG" if head.startswith(b"\x89PNG") else "GIF" if head.startswith(b"GIF8")
                 else "WebP" if head[8:12] == b"WEBP" else "HTML" if head.lstrip()[:1] == b"<" else "unknown")
@@ -45,6 +46,46 @@ def check_jpeg(data: bytes) -> tuple[int, int]:
     except Exception as exc:  # noqa: BLE001 - PIL raises many types on corrupt data
         raise BadImage("bad_image", f"cannot decode: {exc}") from None
     return size
+
+
+def as_jpeg(data: bytes, quality: int = 90) -> tuple[bytes, bool]:
+    """``(jpeg, reencoded)``: a JPEG as it is (after ``check_jpeg``), or another format PIL decodes
+    (PNG, GIF: its first frame, WebP, BMP, TIFF ...) re-encoded as an RGB JPEG of ``quality``,
+    transparency composited on white. What decodes as nothing raises BadImage (``not_image`` for
+    an unknown format or an HTML page, ``bad_image`` for a broken file of a known format)."""
+    if not data:
+        raise BadImage("empty_image", "file is empty")
+    if data.startswith(JPEG_SOI):
+        check_jpeg(data)
+        return data, False
+    head = data[:12]
+    what = ("PNG" if head.startswith(b"\x89PNG") else "GIF" if head.startswith(b"GIF8")
+            else "WebP" if head[8:12] == b"WEBP" else "HTML" if head.lstrip()[:1] == b"<" else None)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            img = Image.open(io.BytesIO(data))
+            img.seek(0)   # a GIF's (or animated WebP's) first frame
+            img.load()
+            rgb = _on_white(img)
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types on corrupt or unknown data
+        if what in (None, "HTML") and isinstance(exc, Image.UnidentifiedImageError):
+            raise BadImage("not_image", f"not an image ({what or 'unknown'} data)") from None
+        raise BadImage("bad_image", f"cannot decode this {what or 'image'}: {exc}") from None
+    out = io.BytesIO()
+    rgb.save(out, format="JPEG", quality=quality)
+    return out.getvalue(), True
+
+
+def _on_white(img: Image.Image) -> Image.Image:
+    """RGB, with any transparency (alpha, a palette's transparent index) composited on white."""
+    if img.mode in ("P", "PA") or (img.mode in ("L", "RGB") and "transparency" in img.info):
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
 
 
 def resize_shorter(data: bytes, shorter: int, quality: int = 90) -> bytes:

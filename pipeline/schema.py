@@ -14,13 +14,23 @@ validation samples use their position in val_filelist.txt.
 Beside the shards of a split (``SHARDS/train/``, ``SHARDS/val/``): ``manifest.parquet`` (one row
 per sample: shard, position in the shard, key, class and keyword ids), ``sizes.json`` (samples per
 shard, the file open_clip and our loader read instead of scanning tars) and ``report.json``.
+``sizes.json`` is written last: it is the split's completion marker (``split_folder`` and
+training require it). The report and the manifest's metadata record the labels the split was
+built from (``labels``, ``labels_fingerprint``, ``classes_fingerprint``: the text-mining folder's
+``complete.json``; None for a val split sharded without ``--labels``); ``check_labels`` refuses a
+split with other labels than the ones it is paired with.
 """
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pyarrow as pa
+
+from text_mining import schema as tm_schema
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXT = "jpg"
 CLASS_EXT = "cls"
@@ -30,6 +40,8 @@ SPLITS = ("train", "val")
 MANIFEST_FILE = "manifest.parquet"
 SIZES_FILE = "sizes.json"
 REPORT_FILE = "report.json"
+LABEL_KEYS = ("labels", "labels_fingerprint", "classes_fingerprint")   # in the reports; META_* in manifests
+META_LABELS = {k: f"webtag.{k}".encode() for k in LABEL_KEYS}
 
 MANIFEST = pa.schema([
     pa.field("shard", pa.string(), nullable=False),        # tar file name within the split folder
@@ -68,3 +80,53 @@ def read_sizes(split_dir: str | Path) -> dict[str, int]:
     """Shard file name -> number of samples, in shard order."""
     with open(Path(split_dir) / SIZES_FILE, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+class ShardsMismatch(ValueError):
+    """Shards paired with text-mining labels other than the ones they were built from."""
+
+
+def labels_record(split_dir: str | Path) -> dict | None:
+    """What a finished split's report records of its labels (``LABEL_KEYS``), or None when it was
+    sharded before webtag recorded them."""
+    path = Path(split_dir) / REPORT_FILE
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ShardsMismatch(f"{path} is missing: {split_dir} is not a finished shard split") from None
+    except ValueError as exc:
+        raise ShardsMismatch(f"{path}: not a shard report ({exc})") from None
+    if "labels_fingerprint" not in report:
+        return None
+    return {k: report.get(k) for k in LABEL_KEYS}
+
+
+def check_labels(split_dir: str | Path, labels_dir: str | Path, level: str = "labels",
+                 old: str = "refuse") -> dict:
+    """Refuse (ShardsMismatch) a split built from other labels than ``labels_dir`` (a finished
+    text-mining folder: its ``complete.json`` is required, tm_schema.LabelsError otherwise).
+    ``level``: ``labels`` compares the whole fingerprint, ``classes`` only the class list (what
+    class evaluation needs). A split from before fingerprints: ``old="refuse"`` or ``"warn"``.
+    Returns the labels' completion marker."""
+    split_dir, labels_dir = Path(split_dir), Path(labels_dir)
+    marker = tm_schema.read_complete(labels_dir)
+    rec = labels_record(split_dir)
+    key = "classes_fingerprint" if level == "classes" else "labels_fingerprint"
+    if rec is None:
+        msg = (f"{split_dir} records no labels fingerprint (sharded before webtag recorded one), so its "
+               f"pairing with {labels_dir} cannot be checked: shard it again, `python -m pipeline shard "
+               f"--labels {labels_dir} --out NEW_FOLDER`")
+        if old == "refuse":
+            raise ShardsMismatch(msg)
+        log.warning("%s", msg)
+        return marker
+    if rec[key] is None:   # a val split sharded without labels: its class ids are the release's
+        return marker
+    mine = marker[key.replace("labels_", "")]
+    if rec[key] != mine:
+        what = "class list" if level == "classes" else "labels"
+        raise ShardsMismatch(f"{split_dir} was built from the {what} of {rec['labels']} (fingerprint "
+                             f"{tm_schema.short(rec[key])}), not from {labels_dir} (fingerprint "
+                             f"{tm_schema.short(mine)}): use the labels the shards were made from, or "
+                             f"shard again with --labels {labels_dir}")
+    return marker

@@ -4,9 +4,13 @@ One part writes the samples of a contiguous slice of the split's sample list int
 ``<split>-<part>-<n>.tar``. Each shard is written under a hidden name and renamed when closed, so a
 visible shard is always complete; the part's manifest (``_parts/part-I-of-N.parquet``) and report
 (``part-I-of-N.json``, written last) mark it done, and rerunning a done part is a no-op. ``merge``
-then writes the split's ``manifest.parquet``, ``sizes.json`` and ``report.json``. Images that are
-missing, empty, truncated or not JPEG are skipped and counted (or stop the part with
-``on_error="fail"``): a shard never holds a broken sample.
+then writes the split's ``manifest.parquet``, ``report.json`` and, last, ``sizes.json`` (the
+split's completion marker). A PNG, GIF or WebP (often saved as ``.jpg`` by web crawls) is
+re-encoded to JPEG (counted as ``reencoded``); images that are missing, empty, truncated or do not
+decode are skipped and counted (or stop the part with ``on_error="fail"``): a shard never holds a
+broken sample. Every part, report and manifest records the labels it was built from (the
+text-mining folder's fingerprint, ``schema.LABEL_KEYS``): a part or split done from other labels
+is refused, never taken as done.
 """
 from __future__ import annotations
 
@@ -25,11 +29,12 @@ import webdataset as wds
 
 from text_mining import schema as tm_schema
 from webtag.atomic import PendingFile, atomic_file, remove_stale_tmp, write_text_atomic
+from webtag.config import at_least, between, check
 from webtag.parallel import part_range, run_parts
 from webtag.problems import Problems
 
 from . import schema
-from .images import BadImage, check_jpeg, resize_shorter
+from .images import BadImage, as_jpeg, resize_shorter
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +42,8 @@ SHARD_KINDS = {
     "missing_image": "image file not found (skipped)",
     "empty_image": "image file of 0 bytes (skipped)",
     "truncated_image": "JPEG without its end marker (skipped)",
-    "not_jpeg": "file is not a JPEG: PNG, GIF, HTML error page, ... (skipped)",
-    "bad_image": "JPEG that does not decode (skipped)",
+    "not_image": "file is no image format PIL reads: HTML error page, unknown data (skipped)",
+    "bad_image": "image that does not decode (skipped)",
 }
 PART_RE = re.compile(r"^part-(\d{5})-of-(\d{5})\.json$")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
@@ -65,11 +70,57 @@ class ShardConfig:
     quality: int = 90                   # JPEG quality when re-encoding
     on_error: Literal["skip", "fail"] = "skip"
 
+    def __post_init__(self) -> None:
+        check(self, max_size=at_least(1), max_count=at_least(1), resize_shorter=at_least(1),
+              quality=between(1, 100))
+
 
 def train_samples(labels_dir: str | Path) -> pa.Table:
-    """The training samples: the text-mining images table (schema from text_mining.schema)."""
+    """The training samples: the text-mining images table (schema from text_mining.schema).
+
+    The folder must be finished (its ``complete.json``); the table's metadata carries the labels
+    record (``schema.LABEL_KEYS``) that the shards will record."""
+    record = labels_record(labels_dir)
     t = tm_schema.read_table(Path(labels_dir) / tm_schema.IMAGES_FILE, tm_schema.IMAGES)
-    return t.select(["index", "key", "path", "source", "class_id", "keyword_ids", "label_ids", "label_weights"])
+    t = t.select(["index", "key", "path", "source", "class_id", "keyword_ids", "label_ids", "label_weights"])
+    return _carrying(t, record)
+
+
+def labels_record(labels_dir: str | Path) -> dict:
+    """What shards record of the finished text-mining folder ``labels_dir`` (``schema.LABEL_KEYS``)."""
+    marker = tm_schema.read_complete(labels_dir)
+    return {"labels": str(Path(labels_dir).resolve()), "labels_fingerprint": marker["fingerprint"],
+            "classes_fingerprint": marker["classes_fingerprint"]}
+
+
+def _carrying(samples: pa.Table, record: dict) -> pa.Table:
+    return samples.replace_schema_metadata({schema.META_LABELS[k]: v.encode() for k, v in record.items()})
+
+
+def samples_labels(samples: pa.Table) -> dict:
+    """The labels record a sample table carries (``train_samples``); all None for val samples."""
+    meta = samples.schema.metadata or {}
+    return {k: (meta[schema.META_LABELS[k]].decode() if schema.META_LABELS[k] in meta else None)
+            for k in schema.LABEL_KEYS}
+
+
+def _refuse_other_labels(what: str, split: str, done: dict, now: dict) -> None:
+    """A part or split ``done`` (its report) from other labels than ``now`` is never taken as done;
+    a train part from before fingerprints neither (its labels are unknown). Val samples come from
+    the release, so a val part done without labels, or now run without, is no conflict."""
+    if "labels_fingerprint" not in done:
+        if split != "train":
+            return
+        raise schema.ShardsMismatch(
+            f"{what} records no labels fingerprint (written before webtag recorded one), so it cannot be "
+            f"taken as done for {now['labels']}: write these shards to a new --out folder")
+    old, new = done["labels_fingerprint"], now["labels_fingerprint"]
+    if old is None or new is None or old == new:
+        return
+    raise schema.ShardsMismatch(
+        f"{what} was built from labels {done.get('labels')} (fingerprint {tm_schema.short(old)}), not from "
+        f"{now['labels']} (fingerprint {tm_schema.short(new)}): write these shards to a new --out folder, "
+        f"or shard with --labels {done.get('labels')}")
 
 
 def val_samples(root: str | Path) -> pa.Table:
@@ -129,9 +180,13 @@ class _ShardSink:
 
     def abort(self) -> None:
         if self.writer is not None:
-            self.writer.close()
-            self.pending.abort()
-            self.writer = None
+            try:
+                self.writer.close()   # on a full disk this flush fails again
+            except OSError:
+                pass
+            finally:
+                self.pending.abort()
+                self.writer = None
 
     def write(self, sample: dict, nbytes: int) -> tuple[str, int]:
         if self.writer is not None and (self.count >= self.max_count or
@@ -153,9 +208,12 @@ def write_part(split: str, samples: pa.Table, root: str | Path, out: str | Path,
     parts_dir = split_dir / "_parts"
     stem = f"part-{part:05d}-of-{num_parts:05d}"
     report_path = parts_dir / f"{stem}.json"
+    record = samples_labels(samples)
+    check_out(split_dir, split, record)
     if report_path.exists():
+        done = json.loads(report_path.read_text())
         log.info("%s shard part %d/%d already done", split, part, num_parts)
-        return json.loads(report_path.read_text())
+        return done
     parts_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(split_dir)
     remove_stale_tmp(parts_dir)
@@ -166,7 +224,7 @@ def write_part(split: str, samples: pa.Table, root: str | Path, out: str | Path,
     problems = Problems(SHARD_KINDS, on_error=cfg.on_error)
     sink = _ShardSink(split_dir, f"{split}-{part:05d}", cfg.max_size, cfg.max_count)
     manifest = {name: [] for name in schema.MANIFEST.names}
-    n_resized = 0
+    n_resized = n_reencoded = 0
     try:
         for row in rows:
             path = img_root / row["path"]
@@ -176,10 +234,11 @@ def write_part(split: str, samples: pa.Table, root: str | Path, out: str | Path,
                 problems.add("missing_image", str(path), None, f"sample {row['key']}: not found")
                 continue
             try:
-                check_jpeg(data)
+                data, reencoded = as_jpeg(data, cfg.quality)
             except BadImage as exc:
                 problems.add(exc.kind, str(path), None, f"sample {row['key']}: {exc}")
                 continue
+            n_reencoded += reencoded
             if cfg.resize_shorter:
                 new = resize_shorter(data, cfg.resize_shorter, cfg.quality)
                 n_resized += new is not data
@@ -199,19 +258,38 @@ def write_part(split: str, samples: pa.Table, root: str | Path, out: str | Path,
                                 ("source", row["source"]), ("bytes", len(data))):
                 manifest[name].append(value)
         sink.close()
+        report = {"split": split, "part": part, "num_parts": num_parts, "start": lo, "end": hi,
+                  "samples": len(manifest["key"]), "skipped": problems.total(), "resized": n_resized,
+                  "reencoded": n_reencoded, "shards": sink.sizes, "bytes": int(sum(manifest["bytes"])),
+                  **record, "problems": problems.to_dict(), "seconds": round(time.perf_counter() - t0, 3)}
+        with atomic_file(parts_dir / f"{stem}.parquet") as tmp:
+            pq.write_table(pa.table(manifest, schema=_with_labels(schema.MANIFEST, record)), tmp)
+        write_text_atomic(report_path, json.dumps(report, indent=1))
     except BaseException:
         sink.abort()
+        for name in sink.sizes:   # shards of this unfinished part: no report will list them
+            (split_dir / name).unlink(missing_ok=True)
+        (parts_dir / f"{stem}.parquet").unlink(missing_ok=True)
         raise
-    report = {"split": split, "part": part, "num_parts": num_parts, "start": lo, "end": hi,
-              "samples": len(manifest["key"]), "skipped": problems.total(), "resized": n_resized,
-              "shards": sink.sizes, "bytes": int(sum(manifest["bytes"])),
-              "problems": problems.to_dict(), "seconds": round(time.perf_counter() - t0, 3)}
-    with atomic_file(parts_dir / f"{stem}.parquet") as tmp:
-        pq.write_table(pa.table(manifest, schema=schema.MANIFEST), tmp)
-    write_text_atomic(report_path, json.dumps(report, indent=1))
     log.info("%s part %d/%d: %d samples in %d shards, %d skipped, %.1fs", split, part, num_parts,
              report["samples"], len(sink.sizes), report["skipped"], report["seconds"])
     return report
+
+
+def check_out(split_dir: Path, split: str, labels: dict) -> None:
+    """Refuse to add to a split folder whose finished parts or merged split were built from other
+    labels (ShardsMismatch naming both)."""
+    done = [p for p in sorted((split_dir / "_parts").glob("part-*.json")) if PART_RE.match(p.name)]
+    if (split_dir / schema.REPORT_FILE).is_file():
+        done.append(split_dir / schema.REPORT_FILE)
+    for path in done:
+        _refuse_other_labels(f"{path}", split, json.loads(path.read_text()), labels)
+
+
+def _with_labels(sch: pa.Schema, labels: dict) -> pa.Schema:
+    meta = dict(sch.metadata or {})
+    meta.update({schema.META_LABELS[k]: v.encode() for k, v in labels.items() if v is not None})
+    return sch.with_metadata(meta)
 
 
 def merge_split(out: str | Path, split: str) -> dict:
@@ -230,19 +308,25 @@ def merge_split(out: str | Path, split: str) -> dict:
     if missing:
         raise ValueError(f"{split} shard parts {missing} of {n} are not finished in {parts_dir}")
     reports = [json.loads(p.read_text()) for _, _, p in found]
+    labels = {k: reports[0].get(k) for k in schema.LABEL_KEYS}
+    for (_, _, p), r in zip(found, reports):
+        _refuse_other_labels(f"{split} shard part {p}", split, r, labels)
     tables = [pq.read_table(parts_dir / p.name.replace(".json", ".parquet")) for _, _, p in found]
     sizes = {name: c for r in reports for name, c in r["shards"].items()}
     problems = Problems(SHARD_KINDS)
     for r in reports:
         problems.merge(r["problems"])
-    with atomic_file(split_dir / schema.MANIFEST_FILE) as tmp:
-        pq.write_table(pa.concat_tables(tables), tmp)
-    write_text_atomic(split_dir / schema.SIZES_FILE, json.dumps(sizes, indent=1))
     report = {"split": split, "num_parts": n, "samples": sum(r["samples"] for r in reports),
               "shards": len(sizes), "bytes": sum(r["bytes"] for r in reports),
-              "resized": sum(r["resized"] for r in reports), "skipped": problems.total(),
+              "resized": sum(r["resized"] for r in reports), "reencoded": sum(r.get("reencoded", 0) for r in reports),
+              "skipped": problems.total(), **labels,
               "problems": problems.to_dict(), "seconds": sum(r["seconds"] for r in reports)}
+    manifest = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
+    with atomic_file(split_dir / schema.MANIFEST_FILE) as tmp:
+        pq.write_table(manifest.replace_schema_metadata(_with_labels(manifest.schema, labels).metadata), tmp)
     write_text_atomic(split_dir / schema.REPORT_FILE, json.dumps(report, indent=1))
+    # last: sizes.json marks the split finished (split_folder, training and the loader need it)
+    write_text_atomic(split_dir / schema.SIZES_FILE, json.dumps(sizes, indent=1))
     log.info("%s: %d samples in %d shards (%.1f MB), %d skipped", split, report["samples"],
              report["shards"], report["bytes"] / 1e6, report["skipped"])
     return report
@@ -253,8 +337,9 @@ def split_samples(split: str, root: str | Path, labels_dir: str | Path | None) -
         if labels_dir is None:
             raise ValueError("--labels (the text-mining output folder) is needed for the train split")
         return train_samples(labels_dir)
-    if split == "val":
-        return val_samples(root)
+    if split == "val":   # the release's own labels; those given to the run are recorded beside them
+        samples = val_samples(root)
+        return _carrying(samples, labels_record(labels_dir)) if labels_dir is not None else samples
     raise ValueError(f"unknown split {split!r} ({', '.join(schema.SPLITS)})")
 
 
@@ -276,6 +361,9 @@ def shard_all(root: str | Path, labels_dir: str | Path | None, out: str | Path, 
     """Every part of every split on this machine (worker processes), then the merges."""
     num_parts = num_parts or max(1, workers)
     labels = str(labels_dir) if labels_dir else None
+    record = labels_record(labels) if labels else dict.fromkeys(schema.LABEL_KEYS)
+    for split in splits:   # before any part runs: refuse an --out of other labels
+        check_out(Path(out) / split, split, record)
     reports = {}
     for split in splits:
         run_parts(_part_job, [(split, str(root), labels, out, cfg, part, num_parts, images_root)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pipeline.loader import LoaderConfig
+from webtag.config import above, at_least, between, check, each
 
 
 @dataclass
@@ -20,6 +21,10 @@ class DataConfig:
     holdout_shards: int = 1               # train shards kept out of training for precision@k (0: none)
     eval_batches: int = 50                # batches per rank per evaluation (0: the whole held-out set)
 
+    def __post_init__(self) -> None:
+        check(self, holdout_shards=at_least(0), eval_batches=at_least(0))
+
+
 
 @dataclass
 class GCNConfig:
@@ -29,12 +34,20 @@ class GCNConfig:
     hidden: int = 1024
     embeddings: str = "word2vec"          # word2vec: text mining's vectors; or a C x d .npy / pickle
 
+    def __post_init__(self) -> None:
+        check(self, tau=between(0, 1), p=between(0, 1), hidden=at_least(1))
+
+
 
 @dataclass
 class SRNConfig:
     stage: int = 4                        # 1 main net, 2 attention + confidence, 3 f_sr, 4 all jointly
     feature_layer: str = "layer3"         # the res4 block of a ResNet (14 x 14 at 224 px)
     grid: int = 14
+
+    def __post_init__(self) -> None:
+        check(self, stage=between(1, 4), grid=at_least(1))
+
 
 
 @dataclass
@@ -56,6 +69,10 @@ class ModelConfig:
     gcn: GCNConfig = field(default_factory=GCNConfig)   # options of head=gcn
     srn: SRNConfig = field(default_factory=SRNConfig)   # options of head=srn
 
+    def __post_init__(self) -> None:
+        check(self, num_classes=at_least(1), drop_rate=between(0, 1), drop_path_rate=between(0, 1), gem_p=above(0))
+
+
 
 @dataclass
 class LossConfig:
@@ -67,6 +84,11 @@ class LossConfig:
     #                                       on the pooled embeddings (use with loader.repeat_aug >= 2)
     margin_alpha: float = 0.2
     margin_beta: float = 1.2              # initial value of the learnable beta
+
+    def __post_init__(self) -> None:
+        check(self, gamma_neg=at_least(0), gamma_pos=at_least(0), clip=between(0, 1), margin_lambda=between(0, 1),
+              margin_alpha=at_least(0))
+
 
 
 @dataclass
@@ -88,10 +110,21 @@ class OptimConfig:
     ema_decay: float | None = None        # e.g. 0.9998: keep an EMA of the weights
     schedule_offset: int = 0              # the LR schedule starts at this step (continue an earlier run's LR)
 
+    def __post_init__(self) -> None:
+        check(self, lr=above(0), momentum=between(0, 1), weight_decay=at_least(0), betas=each(between(0, 1), 2),
+              warmup_steps=at_least(0), warmup_lr=at_least(0), min_lr=at_least(0), step_every=at_least(1),
+              step_gamma=between(0, 1, low_open=True), clip_grad=above(0), ema_decay=between(0, 1),
+              schedule_offset=at_least(0))
+
+
 
 @dataclass
 class AugmentConfig:
     jitter: float = 0.4                   # colour jitter on the GPU (brightness, contrast, saturation)
+
+    def __post_init__(self) -> None:
+        check(self, jitter=at_least(0))
+
 
 
 @dataclass
@@ -105,6 +138,7 @@ class TrainConfig:
     mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
     seed: int = 0
     log_every: int = 20                   # optimizer steps between log lines (and the NaN / stop checks)
+    stop_check_every: int = 1             # optimizer steps between stop-request checks (0: at log points only)
     eval_every: int = 1000                # optimizer steps between evaluations (0: only at the end)
     checkpoint_every: int = 1000          # optimizer steps between checkpoints (0: only at the end)
     keep_checkpoints: int = 2
@@ -112,6 +146,11 @@ class TrainConfig:
     precision_at: list[int] = field(default_factory=lambda: [1, 5])
     tensorboard: bool = True
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        check(self, epochs=at_least(1), max_steps=at_least(1), grad_accum=at_least(1), effective_batch=at_least(1),
+              log_every=at_least(1), eval_every=at_least(0), checkpoint_every=at_least(0),
+              keep_checkpoints=at_least(1), precision_at=each(at_least(1)))
 
 
 @dataclass

@@ -2,7 +2,10 @@
 
 The head is sized from the text-mining output (the keyword vocabulary for WT-Set, the class list
 for LW-Set) and checked against the shards' manifest, so a config or shard set that does not
-match is refused before any step, with the files named.
+match is refused before any step, with the files named: the labels folder must be finished (its
+``complete.json``) and the shards must record that they were built from it (the labels
+fingerprint in the split's report), so shards of one dataset never train with the labels of
+another.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ class DataInfo:
     train_shards: list[str]
     holdout_shards: list[str]
     train_samples: int
+    labels_fingerprint: str = ""          # of data.labels (its complete.json), which the shards match
 
 
 def inspect_data(cfg: DataConfig, model: ModelConfig | None = None) -> DataInfo:
@@ -47,6 +51,10 @@ def inspect_data(cfg: DataConfig, model: ModelConfig | None = None) -> DataInfo:
     for name in (tm_schema.VOCABULARY_FILE, tm_schema.CLASSES_FILE):
         if not (labels / name).is_file():
             raise DataError(f"{labels / name} does not exist: data.labels must be a text-mining output folder")
+    try:   # data.labels finished, and the labels the shards were built from (both named if not)
+        marker = shard_schema.check_labels(train_dir, labels)
+    except ValueError as exc:
+        raise DataError(f"data.shards / data.labels: {exc}") from None
     num_keywords = pq.read_metadata(labels / tm_schema.VOCABULARY_FILE).num_rows
     num_classes = pq.read_metadata(labels / tm_schema.CLASSES_FILE).num_rows
     num_outputs = num_keywords if cfg.target == "keywords" else num_classes
@@ -74,4 +82,4 @@ def inspect_data(cfg: DataConfig, model: ModelConfig | None = None) -> DataInfo:
     holdout = names[len(names) - cfg.holdout_shards:] if cfg.holdout_shards else []
     train = [n for n in names if n not in set(holdout)]
     return DataInfo(train_dir, num_keywords, num_classes, num_outputs, train, holdout,
-                    sum(sizes[n] for n in train))
+                    sum(sizes[n] for n in train), marker["fingerprint"])

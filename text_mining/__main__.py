@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, InputError, ReleaseError, OutputMismatch, WordNetMissing, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:   # a read-only or full --out: every output is published whole or not at all
+        print(f"error: {exc.filename or getattr(args, 'out', '')}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
+from webtag.config import InvalidValue, above, at_least, between, check
+
 
 @dataclass
 class ReaderConfig:
@@ -29,6 +31,10 @@ class KeywordConfig:
     max_length: int = 30
     max_chars: int = 2000                 # per field; longer text is cut (bounded work per record)
 
+    def __post_init__(self) -> None:
+        check(self, min_length=at_least(1), max_length=at_least(self.min_length), max_chars=at_least(1))
+
+
 
 @dataclass
 class VocabularyConfig:
@@ -37,6 +43,10 @@ class VocabularyConfig:
     max_df: float = 0.05                  # and every keyword in more than this fraction of images
     min_df: int = 5                       # drop keywords in fewer images than this
     max_size: int = 35000
+
+    def __post_init__(self) -> None:
+        check(self, drop_top=at_least(0), max_df=between(0, 1, low_open=True), min_df=at_least(1), max_size=at_least(1))
+
 
 
 @dataclass
@@ -49,6 +59,10 @@ class Word2VecConfig:
     negative: int = 5
     workers: int = 0                      # threads; 0: all cores (not bit-reproducible), 1: deterministic
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(self, vector_size=at_least(1), window=at_least(1), epochs=at_least(1), sg=between(0, 1),
+              negative=at_least(0), workers=at_least(0))
 
 
 @dataclass
@@ -67,6 +81,13 @@ class WeightsConfig:
     top_k: int = 10                       # label weights kept per image
     power: float = 4.0                    # sharpening: weights proportional to score ** power
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(self, max_senses=at_least(1), wordnet_mix=between(0, 1), table_top_k=at_least(1),
+              query_top_k=at_least(1), text=at_least(0), query=at_least(0), knn=at_least(0), knn_k=at_least(1),
+              knn_reference=at_least(1), top_k=at_least(1), power=above(0))
+        if self.text + self.query + self.knn <= 0:
+            raise InvalidValue("text", self.text, "text + query + knn must be > 0 (the label weights' components)")
 
 
 @dataclass

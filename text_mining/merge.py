@@ -2,8 +2,10 @@
 
 Concatenates the ``tag`` parts into ``images.parquet`` (train-list order), publishes the
 vocabulary, class and keyword-class tables, and writes ``report.json``, ``report.md`` and
-``keyword_frequency.png``. ``report.json`` is written last: its presence means the output is
-complete.
+``keyword_frequency.png``, then ``complete.json`` last: the completion marker with the folder's
+fingerprint (``schema.fingerprint``), which every later stage requires. A folder with
+``report.json`` but no marker (killed just before it, or made before markers existed) is
+finished by writing the marker over its tables.
 """
 from __future__ import annotations
 
@@ -31,9 +33,15 @@ log = logging.getLogger(__name__)
 def merge(root: str | Path, out: str | Path, cfg: TextMiningConfig, timings: dict | None = None) -> dict:
     layout = Layout(out)
     final = layout.out / schema.REPORT_JSON
-    if final.exists():
-        log.info("merge already done (%s)", final)
+    if (layout.out / schema.COMPLETE_FILE).exists():
+        log.info("merge already done (%s)", layout.out / schema.COMPLETE_FILE)
         return json.loads(final.read_text())
+    if final.exists():   # every table was published before report.json: only the marker is missing
+        report = json.loads(final.read_text())
+        marker = schema.write_complete(layout.out, "text_mining merge")
+        log.info("merge: %s had no %s; written (fingerprint %s)", layout.out, schema.COMPLETE_FILE,
+                 schema.short(marker["fingerprint"]))
+        return report
     layout.check_config(cfg)
     n_count, count_parts = layout.require_all("count", "merging")
     n_tag, tag_parts = layout.require_all("tag", "merging")
@@ -84,6 +92,7 @@ def merge(root: str | Path, out: str | Path, cfg: TextMiningConfig, timings: dic
         "mean_top1_weight": sum(r["top1_weight_sum"] for r in tag_reports) / max(1, images),
         "duplicates_dropped": vocab_report["duplicates"],
     }
+    info = schema.fingerprint(layout.out)   # the tables are all published
     seconds = dict(timings or {})
     seconds.setdefault("count_parts_sum", round(sum(r["seconds"] for r in count_reports), 3))
     seconds.setdefault("vocabulary", vocab_report["seconds"]["total"])
@@ -97,6 +106,7 @@ def merge(root: str | Path, out: str | Path, cfg: TextMiningConfig, timings: dic
         "tagger": vocab_report["tagger"],
         "num_parts": n_count,
         "schema_version": schema.SCHEMA_VERSION,
+        "fingerprint": info["fingerprint"],
         "stats": stats,
         "problems": problems.to_dict(),
         "seconds": seconds,
@@ -106,6 +116,7 @@ def merge(root: str | Path, out: str | Path, cfg: TextMiningConfig, timings: dic
     write_text_atomic(layout.out / schema.CONFIG_FILE, dump_config(cfg))
     write_text_atomic(layout.out / schema.REPORT_MD, markdown(report))
     write_text_atomic(final, json.dumps(report, indent=1))
+    schema.write_complete(layout.out, "text_mining merge", info)   # last: the folder is complete
     log.info("text mining done: %d images, %d keywords, %.2f keywords/image, %d bad-input records -> %s",
              images, stats["vocabulary_size"], stats["mean_keywords_per_image"], problems.total(), layout.out)
     return report

@@ -5,11 +5,14 @@ in a text-mining output folder. Import it; never restate a column name elsewhere
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from webtag.atomic import write_text_atomic
 
 SCHEMA_VERSION = "1"
 
@@ -22,6 +25,10 @@ REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 KEYWORD_PLOT = "keyword_frequency.png"
 CONFIG_FILE = "config.yaml"
+# Written last (by merge, and by finetune's pseudo-label into its new folder): the folder is
+# complete, and this is its fingerprint. Later stages read no folder without it.
+COMPLETE_FILE = "complete.json"
+TABLE_FILES = (IMAGES_FILE, VOCABULARY_FILE, CLASSES_FILE, KEYWORD_CLASSES_FILE)   # what the fingerprint covers
 
 # Schema-level metadata keys (bytes in Parquet).
 META_TAGGER = b"webtag.tagger"            # which part-of-speech filter made the keywords
@@ -99,3 +106,67 @@ def table_metadata(path: str | Path) -> dict[str, str]:
 def read_report(folder: str | Path) -> dict:
     with open(Path(folder) / REPORT_JSON, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+class LabelsError(ValueError):
+    """A text-mining folder that later stages must not read: unfinished, or changed since."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint(folder: str | Path) -> dict:
+    """The identity of a text-mining output: sha256 of each table's bytes, and ``fingerprint``
+    (over all tables) and ``classes_fingerprint`` (the class list alone: evaluation needs only
+    that to agree) derived from them."""
+    folder = Path(folder)
+    files = {name: {"bytes": (folder / name).stat().st_size, "sha256": _sha256(folder / name)}
+             for name in TABLE_FILES}
+    whole = hashlib.sha256("".join(f"{n}:{files[n]['sha256']}\n" for n in TABLE_FILES).encode()).hexdigest()
+    return {"fingerprint": whole, "classes_fingerprint": files[CLASSES_FILE]["sha256"], "files": files}
+
+
+def write_complete(folder: str | Path, made_by: str, info: dict | None = None, **extra) -> dict:
+    """Write ``complete.json`` (``info``: a ``fingerprint(folder)`` computed already) atomically;
+    call it after every other file of the folder is written."""
+    marker = {"schema_version": SCHEMA_VERSION, "made_by": made_by, **(info or fingerprint(folder)), **extra}
+    write_text_atomic(Path(folder) / COMPLETE_FILE, json.dumps(marker, indent=1))
+    return marker
+
+
+def short(fp: str | None) -> str:
+    """A fingerprint as messages show it."""
+    return fp[:12] if fp else "none"
+
+
+def read_complete(folder: str | Path) -> dict:
+    """The completion marker of a text-mining folder, after checking the folder is finished and
+    its tables are the size they were when it was written; a LabelsError says what is missing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LabelsError(f"{folder} does not exist (a text-mining output folder was expected)")
+    marker = folder / COMPLETE_FILE
+    if not marker.is_file():
+        missing = [n for n in (*TABLE_FILES, REPORT_JSON) if not (folder / n).is_file()]
+        raise LabelsError(f"{folder} is not a finished text-mining output: {marker} is missing"
+                          f"{' (and ' + ', '.join(missing) + ')' if missing else ''}; its merge did not finish: "
+                          f"run `python -m text_mining merge --webvision ROOT --out {folder}` (the same command) again")
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+        files = info["files"]
+        info["fingerprint"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LabelsError(f"{marker}: not a text-mining completion marker ({exc})") from None
+    for name, rec in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise LabelsError(f"{path} is missing but {marker} lists it: the folder changed after it was finished")
+        if path.stat().st_size != rec["bytes"]:
+            raise LabelsError(f"{path} is {path.stat().st_size} bytes but {marker} recorded {rec['bytes']}: "
+                              "the folder changed after it was finished; run text mining into a new folder")
+    return info

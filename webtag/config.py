@@ -2,6 +2,10 @@
 
 Every component gets its own sub-config (a nested dataclass). Unknown keys and wrong types are
 errors that name the key and list the valid ones, so a typo never silently falls back to a default.
+Values are checked when a config is built: a dataclass whose ``__post_init__`` calls
+``check(self, key=rule, ...)`` (rules ``at_least``, ``above``, ``between``, ``each``) refuses a
+value a user can get wrong with ``loader.batch_size=0: must be >= 1`` (the full dotted key when
+loaded through ``load_config``); a YAML syntax error names the file, line and column.
 """
 from __future__ import annotations
 
@@ -18,6 +22,61 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config file or override that does not match the dataclass schema."""
+
+
+class InvalidValue(ConfigError):
+    """A config value outside what its key allows; ``key`` is dotted from the config's root."""
+
+    def __init__(self, key: str, value: Any, rule: str):
+        super().__init__(f"{key}={_show(value)}: {rule}")
+        self.key, self.value, self.rule = key, value, rule
+
+    def under(self, section: str) -> "InvalidValue":
+        return InvalidValue(f"{section}.{self.key}", self.value, self.rule) if section else self
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    return str(value) if not isinstance(value, (list, tuple)) else "[" + ", ".join(_show(v) for v in value) + "]"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A test of one config value and the words that say what it must be."""
+    ok: typing.Callable[[Any], bool]
+    text: str
+
+
+def at_least(low: float) -> Rule:
+    return Rule(lambda v: v >= low, f"must be >= {low}")
+
+
+def above(low: float) -> Rule:
+    return Rule(lambda v: v > low, f"must be > {low}")
+
+
+def between(low: float, high: float, low_open: bool = False) -> Rule:
+    """``[low, high]``, or ``(low, high]`` with ``low_open``."""
+    return Rule(lambda v: (v > low if low_open else v >= low) and v <= high,
+                f"must be in {'(' if low_open else '['}{low}, {high}]")
+
+
+def each(rule: Rule, length: int | None = None) -> Rule:
+    """Every item of a list obeys ``rule`` (and, with ``length``, the list has that many)."""
+    return Rule(lambda v: (length is None or len(v) == length) and all(rule.ok(x) for x in v),
+                (f"must be {length} values, each: " if length else "each value ") + rule.text)
+
+
+def check(cfg: Any, **rules: Rule) -> None:
+    """Raise InvalidValue for the first of ``cfg``'s fields (by keyword) whose value breaks its
+    rule; None (an unset optional value) passes. Call it from a config's ``__post_init__``."""
+    for name, rule in rules.items():
+        value = getattr(cfg, name)
+        if value is not None and not rule.ok(value):
+            raise InvalidValue(name, value, rule.text)
 
 
 def _type_name(tp: Any) -> str:
@@ -101,7 +160,10 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     for name, value in data.items():
         key = f"{where}.{name}" if where else name
         kwargs[name] = _convert(value, hints[name], key)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except InvalidValue as exc:   # from the dataclass's own checks: name the key from the root
+        raise exc.under(where) from None
 
 
 def to_dict(cfg: Any) -> Any:
@@ -139,7 +201,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: cannot parse value: {exc}") from exc
+        raise ConfigError(f"override {text!r}: cannot parse value: "
+                          f"{getattr(exc, 'problem', None) or str(exc).splitlines()[0]}") from None
     return key, value
 
 
@@ -151,8 +214,14 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        with open(path, encoding="utf-8") as fh:
-            loaded = yaml.safe_load(fh) or {}
+        try:
+            with open(path, encoding="utf-8") as fh:
+                loaded = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path}{_yaml_where(exc)}: not valid YAML: "
+                              f"{getattr(exc, 'problem', None) or exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path}: cannot read it: {exc}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: the top level must be a mapping")
         data = loaded
@@ -167,6 +236,11 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.
     except ConfigError as exc:
         where = f" (from {path})" if path is not None else ""
         raise ConfigError(f"{exc}{where}") from None
+
+
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    return f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
 
 
 def dump_config(cfg: Any) -> str:

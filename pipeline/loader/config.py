@@ -4,6 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from webtag.config import InvalidValue, Rule, above, at_least, between, check, each
+
+_ORDERED = Rule(lambda v: v[0] <= v[1], "must be [low, high] with low <= high")
+
 
 @dataclass
 class LoaderConfig:
@@ -27,7 +31,19 @@ class LoaderConfig:
     worker_nice: int = 0                  # raise the workers' niceness: the training process keeps its core
     reuse_buffers: bool = True            # workers fill a ring of shared-memory batch buffers (ring.py)
 
+    def __post_init__(self) -> None:
+        check(self, batch_size=at_least(1), workers=at_least(0), shuffle_buffer=at_least(0),
+              keyword_threshold=above(0), repeat_aug=at_least(1), image_size=at_least(1),
+              crop_pct=between(0, 1, low_open=True), scale=each(between(0, 1, low_open=True), 2),
+              ratio=each(above(0), 2), hflip=between(0, 1), log_bad_every_s=at_least(0),
+              prefetch_factor=at_least(1), worker_nice=at_least(0))
+        check(self, scale=_ORDERED, ratio=_ORDERED)
+        if self.batch_size % self.repeat_aug:
+            raise InvalidValue("batch_size", self.batch_size,
+                               f"must be a multiple of repeat_aug={self.repeat_aug} (its copies share a batch)")
+
     @property
     def images_per_batch(self) -> int:
         """Distinct images in a batch: ``batch_size / repeat_aug``."""
         return self.batch_size // max(1, self.repeat_aug)
+

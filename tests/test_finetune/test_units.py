@@ -85,7 +85,7 @@ def test_effective_batch_that_does_not_divide_is_an_error():
     assert accumulation_steps(TrainConfig(grad_accum=3), 256, 3) == 3
 
 
-def test_pseudo_label_rules(mined_v1, tmp_path, monkeypatch):
+def test_pseudo_label_rules(mined_v1, shards_v1, tmp_path, monkeypatch):
     images = pq.read_table(mined_v1 / tm.IMAGES_FILE).to_pydict()
     idx, web = images["index"][:4], images["class_id"][:4]
     n_cls = pq.read_metadata(mined_v1 / tm.CLASSES_FILE).num_rows
@@ -103,7 +103,8 @@ def test_pseudo_label_rules(mined_v1, tmp_path, monkeypatch):
     fake = [(probs([(other[0], 0.9), (web[1], 0.95), (other[2], 0.6), (other[3], 0.8)]),
              {"index": torch.tensor(idx), "class_id": torch.tensor(web)})]
     monkeypatch.setattr(pseudo, "ensemble_batches", lambda *a, **k: iter(fake))
-    report = pseudo.pseudo_label([], "unused", mined_v1, 0.8, tmp_path / "pl", checkpoints=["a", "b"])
+    train = shards_v1 / "train"   # the shards made from mined_v1 (their pairing is checked)
+    report = pseudo.pseudo_label([], train, mined_v1, 0.8, tmp_path / "pl", checkpoints=["a", "b"])
     assert (report["confident"], report["changed"]) == (3, 2)
     new = pq.read_table(tmp_path / "pl" / tm.IMAGES_FILE)
     assert new.schema.remove_metadata() == pq.read_table(mined_v1 / tm.IMAGES_FILE).schema.remove_metadata()
@@ -115,9 +116,9 @@ def test_pseudo_label_rules(mined_v1, tmp_path, monkeypatch):
         assert (tmp_path / "pl" / name).read_bytes() == (mined_v1 / name).read_bytes()
     assert json.loads((tmp_path / "pl" / pseudo.REPORT).read_text())["changed"] == 2
     with pytest.raises(FileExistsError):   # never overwrites a labels folder
-        pseudo.pseudo_label([], "unused", mined_v1, 0.8, tmp_path / "pl")
+        pseudo.pseudo_label([], train, mined_v1, 0.8, tmp_path / "pl")
     with pytest.raises(ValueError, match="threshold"):
-        pseudo.pseudo_label([], "unused", mined_v1, 1.5, tmp_path / "pl2")
+        pseudo.pseudo_label([], train, mined_v1, 1.5, tmp_path / "pl2")
 
 
 def test_ensemble_averages_the_models_probabilities(shards_v1, tmp_path):
