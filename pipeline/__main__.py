@@ -92,6 +92,7 @@ def _loader_check(args) -> int:
 def _shard(args) -> int:
     from pipeline.shards import ShardConfig, parse_size, shard_all, split_samples, write_part
     from webtag.config import load_config
+    from webtag.lock import part_name, run_lock
 
     cfg = load_config(ShardConfig, args.config, args.overrides, defaults={
         "max_size": parse_size(args.max_size) if args.max_size else None,
@@ -101,14 +102,16 @@ def _shard(args) -> int:
     if part is None and args.num_parts and os.environ.get("SLURM_ARRAY_TASK_ID") is not None:
         part = int(os.environ["SLURM_ARRAY_TASK_ID"])
     if part is None:
-        shard_all(args.webvision, args.labels, args.out, cfg, splits, args.workers, args.num_parts,
-                  args.images_root)
+        with run_lock(args.out, "pipeline shard"):   # the whole of --out (webtag/lock.py)
+            shard_all(args.webvision, args.labels, args.out, cfg, splits, args.workers, args.num_parts,
+                      args.images_root)
         return 0
     if not args.num_parts:
         raise ValueError("--part needs --num-parts")
-    for split in splits:
-        samples = split_samples(split, args.webvision, args.labels)
-        write_part(split, samples, args.webvision, args.out, cfg, part, args.num_parts, args.images_root)
+    with run_lock(args.out, "pipeline shard", part_name("shard", part, args.num_parts)):   # this part only
+        for split in splits:
+            samples = split_samples(split, args.webvision, args.labels)
+            write_part(split, samples, args.webvision, args.out, cfg, part, args.num_parts, args.images_root)
     return 0
 
 
@@ -126,15 +129,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("shard", "shard-merge"):
         from pipeline.shards import merge_split
         from webtag.config import ConfigError
+        from webtag.lock import LockHeld, run_lock
         from webtag.problems import InputError
 
         try:
             if args.command == "shard":
                 return _shard(args)
-            for split in (["train", "val"] if args.split == "all" else [args.split]):
-                merge_split(args.out, split)
+            with run_lock(args.out, "pipeline shard-merge", create=False):
+                for split in (["train", "val"] if args.split == "all" else [args.split]):
+                    merge_split(args.out, split)
             return 0
-        except (ConfigError, InputError, ValueError, FileNotFoundError) as exc:
+        except (ConfigError, InputError, ValueError, FileNotFoundError, LockHeld) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except OSError as exc:   # a read-only or full --out: what was published before stays whole

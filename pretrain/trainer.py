@@ -33,7 +33,7 @@ from webtag.config import ConfigError, dump_config
 from . import checkpoint as ckpt
 from .checkpointer import Checkpointer, ShardAudit
 from .config import PretrainConfig
-from .control import NonFiniteLoss, StopRequest, agree
+from .control import NonFiniteLoss, StepStopCheck, StopRequest, agree
 from .criterion import build_criterion
 from .data import DataInfo, inspect_data
 from .evaluation import eval_loader, model_outputs
@@ -215,6 +215,7 @@ class Trainer:
         window = MetricsWindow(self.device, self.accelerator.num_processes)
         last_saved = self.step if self.step else -1
         batches = DevicePrefetcher(self.loader, self.device, check=self._check_batch)   # one epoch per iter()
+        step_check = StepStopCheck(self.accelerator, self.stop, tc.stop_check_every)   # between log points
         try:
             self.model.train()
             while self.step < self.total_steps and result == "finished":
@@ -228,9 +229,10 @@ class Trainer:
                     self.images_seen += self.effective_batch
                     report.step()
                     due = Due.at(self.step, self.total_steps, tc)
-                    if not due.log:
+                    stop_now = step_check(self.step)   # every rank, every step: the same answer on all
+                    if not (due.log or stop_now):
                         continue
-                    stop = self._check_agreement(window)
+                    stop = self._check_agreement(window) or stop_now   # the NaN check before any save
                     figures = window.row(self.accelerator, batches.take_waited())
                     row = {"epoch": batch["meta"].epoch, "loss": figures["loss"], "lr": self.scheduler.get_last_lr()[0],
                            "images_per_s": figures["images_per_s"], "data_wait": figures["data_wait"],
@@ -253,6 +255,7 @@ class Trainer:
                     window.reset()
                     if self.step >= self.total_steps:
                         break
+            step_check.close()
             report.close()
             if result == "finished":
                 if last_saved != self.step:

@@ -6,6 +6,10 @@
     python -m text_mining tag --webvision ROOT --out DIR --part I --num-parts N [...]
     python -m text_mining merge --webvision ROOT --out DIR [...]
     python -m text_mining install-wordnet [--source /usr/share/wordnet] [--dest NLTK_DATA]
+
+Each command holds the run lock of --out while it runs (webtag/lock.py): ``run``, ``vocabulary``
+and ``merge`` the whole folder, ``count`` and ``tag`` their part (the parts of a Slurm array run
+side by side); a second run into a folder in use is refused (exit 2) with the holder's pid and host.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import os
 import sys
 
 from webtag.config import ConfigError, load_config
+from webtag.lock import LockHeld, part_name, run_lock
 from webtag.logs import setup_logging
 
 from .config import TextMiningConfig
@@ -74,22 +79,26 @@ def main(argv: list[str] | None = None) -> int:
                 if env is None:
                     raise ConfigError("--part is required (or run as a Slurm array task)")
                 part = int(env)
-        if args.command == "run":
-            from .runner import run_all
-            run_all(args.webvision, args.out, cfg, args.workers, args.num_parts)
-        elif args.command == "count":
-            from .count import count_part
-            count_part(args.webvision, args.out, cfg, part, args.num_parts)
-        elif args.command == "vocabulary":
-            from .vocabulary import build_vocabulary
-            build_vocabulary(args.webvision, args.out, cfg)
-        elif args.command == "tag":
-            from .tag import tag_part
-            tag_part(args.webvision, args.out, cfg, part, args.num_parts)
-        elif args.command == "merge":
-            from .merge import merge
-            merge(args.webvision, args.out, cfg)
-    except (ConfigError, InputError, ReleaseError, OutputMismatch, WordNetMissing, ValueError) as exc:
+        # the run lock of --out (after the config was checked: a refused config leaves no trace)
+        with run_lock(args.out, f"text_mining {args.command}",
+                      part_name(args.command, part, args.num_parts) if args.command in ("count", "tag") else None,
+                      create=args.command in ("run", "count")):   # the other steps need what those wrote
+            if args.command == "run":
+                from .runner import run_all
+                run_all(args.webvision, args.out, cfg, args.workers, args.num_parts)
+            elif args.command == "count":
+                from .count import count_part
+                count_part(args.webvision, args.out, cfg, part, args.num_parts)
+            elif args.command == "vocabulary":
+                from .vocabulary import build_vocabulary
+                build_vocabulary(args.webvision, args.out, cfg)
+            elif args.command == "tag":
+                from .tag import tag_part
+                tag_part(args.webvision, args.out, cfg, part, args.num_parts)
+            elif args.command == "merge":
+                from .merge import merge
+                merge(args.webvision, args.out, cfg)
+    except (ConfigError, InputError, ReleaseError, OutputMismatch, WordNetMissing, ValueError, LockHeld) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:   # a read-only or full --out: every output is published whole or not at all

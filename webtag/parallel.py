@@ -1,9 +1,21 @@
 """The independent parts of a map step: which slice of the work each part does (``part_range``),
-and running them on one machine, in-process or in a process pool (``run_parts``)."""
+and running them on one machine, in-process or in a process pool (``run_parts``).
+
+The pool's workers die with the process that started them: a SIGKILL of the main process (the
+OOM killer, ``kill -9``, a node's job teardown) would otherwise leave them running with parent 1,
+holding memory, the output's run lock (``webtag.lock``) and the caller's pipes, and finishing parts
+behind the back of a rerun. On Linux each worker asks the kernel for SIGKILL when its parent dies
+(``prctl(PR_SET_PDEATHSIG)``), then checks that the parent is still the process that forked it
+(one that died before the ``prctl`` would go unnoticed). The signal follows the death of the
+parent *thread*: ``run_parts`` forks the workers from the thread that calls it, and that thread
+waits in it for the pool. Elsewhere the workers end when they find their call queue broken.
+"""
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable, Sequence
@@ -19,8 +31,23 @@ def part_range(n: int, part: int, num_parts: int) -> tuple[int, int]:
     return n * part // num_parts, n * (part + 1) // num_parts
 
 
-def _limit_threads(n: int) -> None:
-    """Worker-process initializer: n math-library threads each, so workers do not oversubscribe."""
+PR_SET_PDEATHSIG = 1   # <linux/prctl.h>
+
+
+def die_with_parent(parent: int) -> None:
+    """In a forked child: SIGKILL when the parent dies (Linux); exit now if it already has."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:   # the parent died before the prctl: nobody would signal us
+        os._exit(1)
+
+
+def _init_worker(n: int, parent: int) -> None:
+    """Worker-process initializer: die with the parent; n math-library threads each, so workers
+    do not oversubscribe."""
+    die_with_parent(parent)
     os.environ["OMP_NUM_THREADS"] = str(n)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
@@ -35,8 +62,8 @@ def run_parts(fn: Callable, jobs: Sequence[tuple], workers: int, desc: str) -> l
     ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
     procs = min(workers, len(jobs))
     threads = max(1, (os.cpu_count() or 1) // procs)
-    with ProcessPoolExecutor(max_workers=procs, mp_context=ctx, initializer=_limit_threads,
-                             initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(max_workers=procs, mp_context=ctx, initializer=_init_worker,
+                             initargs=(threads, os.getpid())) as pool:
         futures = [pool.submit(fn, *job) for job in jobs]
         try:
             for fut in tqdm(as_completed(futures), total=len(jobs), desc=desc, unit="part"):

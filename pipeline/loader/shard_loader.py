@@ -9,6 +9,7 @@ epoch and the shards whose every sample has been delivered (each batch's
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -24,15 +25,28 @@ from .sampling import shard_repeat_factors
 from .worker import StreamDataset
 
 
-class _WorkerNice:
-    """worker_init_fn: lower the worker's scheduling priority, so that with as many busy workers
-    as cores the training process (which launches the GPU work) is not the one kept waiting."""
+class _WorkerInit:
+    """worker_init_fn: SIGTERM and SIGINT are ignored in the workers, and with ``loader.worker_nice``
+    their scheduling priority is lowered.
+
+    Slurm (preemption, scancel, the time limit) sends SIGTERM to every process of the job, and a
+    terminal's Ctrl-C sends SIGINT to the whole foreground process group: a worker killed by it
+    makes the DataLoader raise "worker ... killed by signal" in the training process before that
+    can save its checkpoint. The training process decides (:class:`pretrain.control.StopRequest`);
+    the workers end as before: when the loader closes them (its shutdown and the ring's release,
+    :meth:`_Stream.close`), or when the main process is gone (the DataLoader's watchdog and
+    :meth:`.ring.ImageRing.take` check the parent). A lower priority (nice) keeps the training
+    process (which launches the GPU work) from being the one kept waiting when as many workers
+    as cores are busy."""
 
     def __init__(self, increment: int):
         self.increment = increment
 
     def __call__(self, worker_id: int) -> None:
-        os.nice(self.increment)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if self.increment:
+            os.nice(self.increment)
 
 
 def _as_is(batch):
@@ -133,7 +147,7 @@ class ShardLoader:
                            self.planner if self.cfg.train else None)
         dl = DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=self.cfg.pin_memory,
                         collate_fn=_as_is,
-                        worker_init_fn=_WorkerNice(self.cfg.worker_nice) if self.cfg.worker_nice else None,
+                        worker_init_fn=_WorkerInit(self.cfg.worker_nice),
                         prefetch_factor=self.cfg.prefetch_factor, persistent_workers=False,
                         multiprocessing_context="fork" if fork else None)
         return _Stream(iter(dl), ring, self.epoch)
