@@ -8,7 +8,11 @@
 # Preemption: Slurm sends USR1 to this shell before the time limit (--signal=B:USR1@300); the trap
 # writes $WEBTAG_CONTROL_DIR/stop, the training saves a checkpoint at its next check
 # (train.log_every steps) and exits with status "stopped", and the job requeues itself. The next
-# start resumes from that checkpoint (train.resume=auto). Environment: PYTHON, PROCS_PER_NODE,
+# start resumes from that checkpoint (train.resume=auto). Preemption, scancel and the time limit
+# itself send TERM to every process of the job (SIGKILL follows after KillWait, 30 s by default):
+# this shell traps it too, the training processes get it directly and stop at their next
+# optimizer step (train.stop_check_every; their loader workers ignore it), the status is
+# "stopped", and the job requeues itself the same way (scancel --signal=TERM --full JOBID). Environment: PYTHON, PROCS_PER_NODE,
 # MAIN_PORT, WEBTAG_CONTROL_DIR (node-local folder on the head node; default under $TMPDIR or /tmp).
 set -euo pipefail
 TAG=$(basename "$(dirname "${ENTRY:-pretrain/main.py}")")
