@@ -101,7 +101,7 @@ class ShardLoader:
             self.expected = {s: float(r.sum()) for s, r in self.repeat.items()}
         self.epoch = 0
         self.consumed: set[str] = set()
-        self.bad_samples = 0
+        self.bad_samples = 0          # samples lost: counted against the manifest (.bad), summed over epochs
         self.path = batch_path(cfg)
         self._ring: ImageRing | None = None   # the workers' batch buffers, kept across epochs
         self._stream: _Stream | None = None    # workers already streaming self.epoch (see __iter__)
@@ -144,7 +144,7 @@ class ShardLoader:
             ring.start()
         # training streams on into the next epochs; evaluation reads one epoch and stops
         ds = StreamDataset(self.split_dir, self.cfg, plans, self.repeat, self.epoch, self.rank, ring,
-                           self.planner if self.cfg.train else None)
+                           self.planner if self.cfg.train else None, sizes=self.sizes)
         dl = DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=self.cfg.pin_memory,
                         collate_fn=_as_is,
                         worker_init_fn=_WorkerInit(self.cfg.worker_nice),
