@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except OSError as exc:   # a read-only or full --out: what was published before stays whole
-            print(f"error: {exc.filename or args.out}: {exc.strerror or exc}", file=sys.stderr)
+            from webtag.cli import os_error_line
+            print(os_error_line(exc, args.out), file=sys.stderr)
             return 2
     parser.error(f"unknown command {args.command}")
     return 2

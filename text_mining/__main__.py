@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:   # a read-only or full --out: every output is published whole or not at all
-        print(f"error: {exc.filename or getattr(args, 'out', '')}: {exc.strerror or exc}", file=sys.stderr)
+        from webtag.cli import os_error_line
+        print(os_error_line(exc, getattr(args, "out", "")), file=sys.stderr)
         return 2
     return 0
 

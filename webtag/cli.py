@@ -47,3 +47,15 @@ def run_training(argv: list[str] | None, config_cls, trainer_cls, prog: str, con
         log.error("%s", exc)
         return EXIT_NONFINITE
     return EXIT_OK
+
+
+def os_error_line(exc: OSError, where) -> str:
+    """The one line a command prints for an OSError writing its output (read-only or full ``--out``).
+
+    Some writers report a full disk as a short write without an errno (pyarrow: "3040 requested
+    and 2016 written"); that is said as what it is."""
+    reason = exc.strerror
+    if reason is None:
+        text = str(exc)
+        reason = f"No space left on device ({text})" if " requested and " in text and " written" in text else text
+    return f"error: {exc.filename or where}: {reason}"
