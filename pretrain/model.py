@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import timm
-import torch
 from torch import nn
 
 from webtag.atomic import atomic_file, write_text_atomic

@@ -3,29 +3,19 @@
 Needs a running cluster (scripts/local_slurm.sh start; .ci/run starts one); skipped otherwise."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 
 import pyarrow.parquet as pq
-import pytest
 
 from conftest import EXAMPLE_CONFIG, REPO, example_config
+from slurm_cluster import job_field, preempt_requeue_and_finish, requires_slurm
 from text_mining import schema
 from text_mining.runner import run_all
 
 
-def _slurm_up() -> bool:
-    if not shutil.which("sbatch") or not shutil.which("sinfo"):
-        return False
-    res = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
-    return res.returncode == 0 and "idle" in res.stdout
-
-
-if os.environ.get("WEBTAG_REQUIRE_SLURM") == "1" and not _slurm_up():  # .ci/run: never skip silently
-    raise RuntimeError("WEBTAG_REQUIRE_SLURM=1 but no local Slurm cluster answers (scripts/local_slurm.sh start)")
-pytestmark = pytest.mark.skipif(not _slurm_up(), reason="no local Slurm cluster (scripts/local_slurm.sh start)")
+pytestmark = requires_slurm()
 
 
 def test_slurm_array_pipeline_matches_local_run(example_v2, tmp_path):
@@ -78,14 +68,6 @@ def test_slurm_shard_array(mined_v1, example_v1, tmp_path):
             assert (out / split / name).read_bytes() == (local / split / name).read_bytes()
 
 
-def _job_field(job_id: str, field: str) -> str:
-    text = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
-    for token in text.split():
-        if token.startswith(field + "="):
-            return token.split("=", 1)[1]
-    return ""
-
-
 def test_slurm_pretrain_two_nodes_preempted_requeued_and_resumed(shards_v1, mined_v1, tmp_path):
     """sbatch -N 2 slurm/pretrain_wt.sh with the example config: one accelerate launch per node
     (2 CPU processes, gloo). USR1 (Slurm's warning before the time limit) makes the job save a
@@ -98,31 +80,8 @@ def test_slurm_pretrain_two_nodes_preempted_requeued_and_resumed(shards_v1, mine
     overrides = pretrain_overrides(shards_v1, mined_v1, out, "train.max_steps=150", "loader.batch_size=4",
                                    "train.checkpoint_every=10", "train.log_every=2")
     env = dict(os.environ, PYTHON=sys.executable, WEBTAG_LOG="INFO", OMP_NUM_THREADS="1")
-    res = subprocess.run(["sbatch", "--parsable", "-N", "2", f"--output={log}",
-                          str(REPO / "slurm" / "pretrain_wt.sh"), str(PRETRAIN_EXAMPLE), *overrides],
-                         capture_output=True, text=True, env=env, cwd=REPO)
-    assert res.returncode == 0, res.stderr
-    job = res.stdout.strip().split(";")[0]
-    try:
-        deadline = time.time() + 300
-        while not ckpt.list_checkpoints(out):
-            assert time.time() < deadline, log.read_text() if log.exists() else "no job output"
-            assert _job_field(job, "JobState") in ("PENDING", "RUNNING", "CONFIGURING"), log.read_text()
-            time.sleep(0.5)
-        subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
-        while _job_field(job, "Restarts") != "1" or _job_field(job, "JobState") != "PENDING":
-            assert time.time() < deadline, log.read_text()
-            time.sleep(0.5)
-        # slurmd refuses a credential issued in the same second as the requeue's revocation
-        # ("Job credential revoked"); on a real cluster the requeued job waits ~2 minutes anyway
-        time.sleep(2.5)
-        subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)
-        while not (out / FINISHED).exists() or _job_field(job, "JobState") != "COMPLETED":
-            assert time.time() < deadline, log.read_text()
-            assert _job_field(job, "JobState") not in ("FAILED", "CANCELLED", "TIMEOUT"), log.read_text()
-            time.sleep(0.5)
-    finally:
-        subprocess.run(["scancel", job], capture_output=True)
+    preempt_requeue_and_finish(REPO / "slurm" / "pretrain_wt.sh", [str(PRETRAIN_EXAMPLE), *overrides], out, log,
+                               ["scancel", "--signal=USR1", "--batch"], env, REPO)
     text = log.read_text()
     assert "2 node(s) x 1 process(es)" in text and "2 processes (DistributedType.MULTI_CPU)" in text
     assert "got USR1" in text and "requeueing job" in text
@@ -153,8 +112,8 @@ def test_slurm_finetune_two_nodes(shards_v1, mined_v1, tmp_path):
     assert res.returncode == 0, res.stderr
     job = res.stdout.strip().split(";")[0]
     deadline = time.time() + 300
-    while _job_field(job, "JobState") != "COMPLETED":
-        assert _job_field(job, "JobState") not in ("FAILED", "CANCELLED", "TIMEOUT"), log.read_text()
+    while job_field(job, "JobState") != "COMPLETED":
+        assert job_field(job, "JobState") not in ("FAILED", "CANCELLED", "TIMEOUT"), log.read_text()
         assert time.time() < deadline, log.read_text() if log.exists() else "no output"
         time.sleep(0.5)
     text = log.read_text()

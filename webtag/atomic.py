@@ -111,7 +111,7 @@ def remove_stale_tmp(folder: str | Path) -> int:
     for entry in folder.iterdir():
         if entry.name.startswith(".") and _TMP in entry.name:
             pid = entry.name.rsplit(_TMP, 1)[1].split("-", 1)[0]
-            if pid.isdigit() and _pid_alive(int(pid)) and int(pid) != os.getpid():
+            if pid.isdigit() and pid_alive(int(pid)) and int(pid) != os.getpid():
                 continue  # a writer that is still running on this host
             if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
@@ -121,7 +121,8 @@ def remove_stale_tmp(folder: str | Path) -> int:
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this pid exists on this host (ours or another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

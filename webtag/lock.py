@@ -39,6 +39,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
+from webtag.atomic import pid_alive
+
 log = logging.getLogger(__name__)
 
 LOCK_DIR = ".webtag-locks"
@@ -48,16 +50,6 @@ _UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 class LockHeld(RuntimeError):
     """Another run holds the lock of the output folder (or of the part)."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _Flock:
@@ -165,7 +157,7 @@ class RunLock:
             self.release()
             holder = self._who(refused)
             gone = (holder is not None and holder.get("host") == me["host"]
-                    and not _pid_alive(int(holder.get("pid", 0))))
+                    and not pid_alive(int(holder.get("pid", 0))))
             if (holder is None or gone) and time.monotonic() < deadline:
                 time.sleep(0.05)   # a holder being killed, its workers with it; or one still writing its name
                 continue

@@ -2,15 +2,13 @@
 user can get wrong (``loader.batch_size=0``, ``--max-count 0``, ...), a read-only and a full
 ``--out``. Each is one line naming the file or key, exit 2, no traceback, nothing half-written
 and nothing that was there before lost."""
-import json
 import shutil
 import subprocess
 import uuid
 
 import pytest
 
-from conftest import EXAMPLE_CONFIG, PRETRAIN_EXAMPLE, REPO, pretrain_overrides
-from pipeline import schema
+from conftest import EXAMPLE_CONFIG, PRETRAIN_EXAMPLE, pretrain_overrides
 from text_mining import schema as tm
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")

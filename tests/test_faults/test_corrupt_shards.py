@@ -8,7 +8,6 @@ import random
 import shutil
 import tarfile
 
-import numpy as np
 import pytest
 
 from pipeline import schema

@@ -8,34 +8,15 @@ termination, so the trainer is SIGKILLed before it saves; see the marker's reaso
 Needs a running cluster (scripts/local_slurm.sh start; .ci/run starts one); skipped otherwise."""
 import json
 import os
-import shutil
-import subprocess
 import sys
-import time
 
 import pytest
 
 from conftest import REPO
+from slurm_cluster import preempt_requeue_and_finish, requires_slurm
 
 
-def _slurm_up() -> bool:
-    if not shutil.which("sbatch") or not shutil.which("sinfo"):
-        return False
-    res = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
-    return res.returncode == 0 and "idle" in res.stdout
-
-
-if os.environ.get("WEBTAG_REQUIRE_SLURM") == "1" and not _slurm_up():  # .ci/run: never skip silently
-    raise RuntimeError("WEBTAG_REQUIRE_SLURM=1 but no local Slurm cluster answers (scripts/local_slurm.sh start)")
-pytestmark = pytest.mark.skipif(not _slurm_up(), reason="no local Slurm cluster (scripts/local_slurm.sh start)")
-
-
-def _job_field(job_id: str, field: str) -> str:
-    text = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
-    for token in text.split():
-        if token.startswith(field + "="):
-            return token.split("=", 1)[1]
-    return ""
+pytestmark = requires_slurm()
 
 
 @pytest.mark.xfail(strict=True, reason="open: srun takes the SIGTERM as 'forcing job termination' and SIGKILLs "
@@ -51,31 +32,9 @@ def test_sigterm_to_the_whole_job_checkpoints_requeues_and_resumes(shards_v1, mi
     overrides = pretrain_overrides(shards_v1, mined_v1, out, "train.max_steps=150", "loader.batch_size=4",
                                    "train.checkpoint_every=10", "train.log_every=1000", "loader.workers=1")
     env = dict(os.environ, PYTHON=sys.executable, WEBTAG_LOG="INFO", OMP_NUM_THREADS="1")
-    res = subprocess.run(["sbatch", "--parsable", "-N", "2", f"--output={log}",
-                          str(REPO / "slurm" / "pretrain_wt.sh"), str(PRETRAIN_EXAMPLE), *overrides],
-                         capture_output=True, text=True, env=env, cwd=REPO)
-    assert res.returncode == 0, res.stderr
-    job = res.stdout.strip().split(";")[0]
-    try:
-        deadline = time.time() + 300
-        while not ckpt.list_checkpoints(out):
-            assert time.time() < deadline, log.read_text() if log.exists() else "no job output"
-            assert _job_field(job, "JobState") in ("PENDING", "RUNNING", "CONFIGURING"), log.read_text()
-            time.sleep(0.5)
-        sent = time.time()
-        subprocess.run(["scancel", "--signal=TERM", "--full", job], check=True)   # every process of the job
-        while _job_field(job, "Restarts") != "1" or _job_field(job, "JobState") != "PENDING":
-            assert time.time() < deadline, log.read_text()
-            time.sleep(0.5)
-        stopped_within = time.time() - sent
-        time.sleep(2.5)   # slurmd refuses a credential issued in the second of the requeue's revocation
-        subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)
-        while not (out / FINISHED).exists() or _job_field(job, "JobState") != "COMPLETED":
-            assert time.time() < deadline, log.read_text()
-            assert _job_field(job, "JobState") not in ("FAILED", "CANCELLED", "TIMEOUT"), log.read_text()
-            time.sleep(0.5)
-    finally:
-        subprocess.run(["scancel", job], capture_output=True)
+    # every process of the job, as preemption and the time limit do
+    stopped_within = preempt_requeue_and_finish(REPO / "slurm" / "pretrain_wt.sh", [str(PRETRAIN_EXAMPLE), *overrides],
+                                                out, log, ["scancel", "--signal=TERM", "--full"], env, REPO)
     text = log.read_text()
     assert "got TERM" in text and "requeueing job" in text, text
     assert "killed by signal" not in text, text
