@@ -75,7 +75,9 @@ def _tables(n: int, classes: int, keywords: int, seed: int) -> dict[str, pa.Tabl
                             "wnid": [f"n{i:08d}" for i in range(classes)],
                             "name": [f"class{i}" for i in range(classes)],
                             "words": [[f"class{i}"] for i in range(classes)]}, schema=tm.CLASSES)
-    return {tm.IMAGES_FILE: images, tm.VOCABULARY_FILE: vocabulary, tm.CLASSES_FILE: class_table}
+    keyword_classes = tm.KEYWORD_CLASSES.empty_table()   # not read by pretraining
+    return {tm.IMAGES_FILE: images, tm.VOCABULARY_FILE: vocabulary, tm.CLASSES_FILE: class_table,
+            tm.KEYWORD_CLASSES_FILE: keyword_classes}
 
 
 def make_synthetic(workdir: str | Path, images: int = 20000, classes: int = 5000, keywords: int = 35000,
@@ -92,6 +94,7 @@ def make_synthetic(workdir: str | Path, images: int = 20000, classes: int = 5000
         mined.mkdir(parents=True, exist_ok=True)
         for name, table in _tables(images, classes, keywords, seed).items():
             pq.write_table(table, mined / name)
+        tm.write_complete(mined, "bench/synthetic.py")   # the completion marker later stages require
         shard_all(root, mined, shards, ShardConfig(max_count=shard_count, max_size=10**12), splits=("train",),
                   workers=workers, num_parts=max(1, min(workers, images // shard_count)))
     return {"release": root, "mined": mined, "shards": shards}

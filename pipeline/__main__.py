@@ -98,6 +98,9 @@ def _shard(args) -> int:
         "max_size": parse_size(args.max_size) if args.max_size else None,
         "max_count": args.max_count, "resize_shorter": args.resize_shorter, "on_error": args.on_error})
     splits = ["train", "val"] if args.split == "all" else [args.split]
+    if args.labels:   # an unfinished labels folder is refused before --out is created or locked
+        from text_mining.schema import read_complete
+        read_complete(args.labels)
     part = args.part
     if part is None and args.num_parts and os.environ.get("SLURM_ARRAY_TASK_ID") is not None:
         part = int(os.environ["SLURM_ARRAY_TASK_ID"])

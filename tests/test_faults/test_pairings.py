@@ -39,7 +39,11 @@ def _one_error_line(err: str) -> str:
 
 
 def _tree(folder):
-    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """What a folder holds, without the run locks (``.webtag-locks/``: a refused run takes the lock
+    before it can see what is in the folder, webtag/lock.py)."""
+    from webtag.lock import LOCK_DIR
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and LOCK_DIR not in p.relative_to(folder).parts}
 
 
 def _pretrain(capsys, shards, labels, out, *extra) -> tuple[int, str]:
