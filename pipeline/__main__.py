@@ -85,7 +85,7 @@ def _loader_check(args) -> int:
     print(f"{split}: rank {args.rank}/{args.world_size}, {n_batches} batches of {cfg.batch_size} "
           f"({images} images, {padding} padding) in {dt:.1f}s = {images / dt:.0f} images/s with "
           f"{cfg.workers} workers; sampling {cfg.sampling}: images per class min {hist[hist > 0].min()} "
-          f"max {hist.max()} over {int((hist > 0).sum())} classes; corrupt samples skipped: {loader.bad_samples}")
+          f"max {hist.max()} over {int((hist > 0).sum())} classes; samples lost (corrupt or unreadable, against the manifest): {loader.bad_samples}")
     return 0
 
 

@@ -191,7 +191,7 @@ def test_cli_shard_and_loader_check(mined_v1, example_v1, tmp_path):
                           "--batch-size", "16", "--workers", "2", "image_size=32"],
                          capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stderr
-    assert "batches of 16" in res.stdout and "corrupt samples skipped: 0" in res.stdout
+    assert "batches of 16" in res.stdout and "samples lost (corrupt or unreadable, against the manifest): 0" in res.stdout
     assert res.stdout.startswith(f"{out / 'train'}: ")                     # --split train by default
     res = subprocess.run([sys.executable, "-m", "pipeline", "loader-check", "--shards", str(out / "val")],
                          capture_output=True, text=True, cwd=REPO)   # a split folder, not the root
