@@ -86,7 +86,7 @@ class ShardsMismatch(ValueError):
     """Shards paired with text-mining labels other than the ones they were built from."""
 
 
-def labels_record(split_dir: str | Path) -> dict | None:
+def recorded_labels(split_dir: str | Path) -> dict | None:
     """What a finished split's report records of its labels (``LABEL_KEYS``), or None when it was
     sharded before webtag recorded them."""
     path = Path(split_dir) / REPORT_FILE
@@ -110,7 +110,7 @@ def check_labels(split_dir: str | Path, labels_dir: str | Path, level: str = "la
     Returns the labels' completion marker."""
     split_dir, labels_dir = Path(split_dir), Path(labels_dir)
     marker = tm_schema.read_complete(labels_dir)
-    rec = labels_record(split_dir)
+    rec = recorded_labels(split_dir)
     key = "classes_fingerprint" if level == "classes" else "labels_fingerprint"
     if rec is None:
         msg = (f"{split_dir} records no labels fingerprint (sharded before webtag recorded one), so its "

@@ -14,7 +14,6 @@ every rank computes it on its own and writes its part into it; the main process 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -22,6 +21,7 @@ import shutil
 from pathlib import Path
 
 from webtag.atomic import publish, remove_stale_tmp, tmp_name
+from webtag.digest import sha256_file
 
 from .data import DataError
 
@@ -50,16 +50,6 @@ def tmp_dir(output_dir: str | Path, step: int) -> Path:
     return tmp_name(checkpoint_root(output_dir) / checkpoint_name(step), owner=TMP_OWNER)
 
 
-def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
-    root = checkpoint_root(output_dir)
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir()
-             if (m := _NAME.match(p.name)) and (p / STATE_FILE).is_file()]
-    return [p for _, p in sorted(found)]
-
-
 def checkpoint_folders(output_dir: str | Path) -> list[Path]:
     """Every published ``step-*`` folder, intact or not, oldest first."""
     root = checkpoint_root(output_dir)
@@ -69,12 +59,9 @@ def checkpoint_folders(output_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints (with their trainer state), oldest first."""
+    return [p for p in checkpoint_folders(output_dir) if (p / STATE_FILE).is_file()]
 
 
 def write_manifest(folder: Path) -> Path:
@@ -147,11 +134,6 @@ def choose_resume(resume: str, output_dir: str | Path) -> tuple[Path | None, set
         raise CheckpointError(f"train.resume=auto: no intact checkpoint in {checkpoint_root(output_dir)} "
                               f"({'; '.join(damaged)}); train.resume=none starts over")
     return None, set()
-
-
-def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
-    """``auto``: the newest intact checkpoint of the run (None on a fresh run); ``none``; or a path."""
-    return choose_resume(resume, output_dir)[0]
 
 
 def read_state(path: str | Path) -> dict:

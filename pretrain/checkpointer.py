@@ -86,7 +86,7 @@ class Checkpointer:
         if path is None:
             return None
         path, names = Path(path), set(names)
-        state = self._read_trainer_state(path, names)
+        state = self._read_trainer_state(path)
         self._check_config(path, state.get("config", {}))
         self._load_parts(path, names)
         self.loader.load_state_dict(state["loader"])
@@ -95,7 +95,7 @@ class Checkpointer:
         return state
 
     @staticmethod
-    def _read_trainer_state(path: Path, names: set[str]) -> dict:
+    def _read_trainer_state(path: Path) -> dict:
         try:
             state = ckpt.read_state(path)
             if not all(k in state for k in ("step", "loader")) or not {"epoch", "consumed"} <= set(state["loader"]):

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from webtag.atomic import write_text_atomic
+from webtag.digest import sha256_file
 
 SCHEMA_VERSION = "1"
 
@@ -112,20 +113,12 @@ class LabelsError(ValueError):
     """A text-mining folder that later stages must not read: unfinished, or changed since."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fingerprint(folder: str | Path) -> dict:
     """The identity of a text-mining output: sha256 of each table's bytes, and ``fingerprint``
     (over all tables) and ``classes_fingerprint`` (the class list alone: evaluation needs only
     that to agree) derived from them."""
     folder = Path(folder)
-    files = {name: {"bytes": (folder / name).stat().st_size, "sha256": _sha256(folder / name)}
+    files = {name: {"bytes": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)}
              for name in TABLE_FILES}
     whole = hashlib.sha256("".join(f"{n}:{files[n]['sha256']}\n" for n in TABLE_FILES).encode()).hexdigest()
     return {"fingerprint": whole, "classes_fingerprint": files[CLASSES_FILE]["sha256"], "files": files}

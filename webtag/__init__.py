@@ -1,5 +1,6 @@
-"""Shared infrastructure of webtag's stages: typed configs, atomic file output, logging, the parts
-of a map step, bad-input accounting, and the command-line plumbing of the training stages.
+"""Shared infrastructure of webtag's stages: typed configs, atomic file output, file digests,
+logging, the parts of a map step, run locks, bad-input accounting, a restricted unpickler, and
+the command-line plumbing of the stages.
 
 Stage packages (text_mining -> pipeline -> pretrain -> finetune) import from here; this package
 imports none of them.

@@ -74,7 +74,7 @@ def test_checkpoint_tmp_folder_is_shared_ignored_by_resume_and_cleaned(tmp_path)
     for d in (tmp, killed, legacy):
         d.mkdir(parents=True)
         (d / "model.safetensors").write_text("weights")
-    assert ckpt.list_checkpoints(tmp_path) == [] and ckpt.resolve_resume("auto", tmp_path) is None
+    assert ckpt.list_checkpoints(tmp_path) == [] and ckpt.choose_resume("auto", tmp_path) == (None, set())
     final = ckpt.finish(tmp, {"step": 10}, keep=2)
     assert final == ckpt.checkpoint_root(tmp_path) / "step-00000010"
     assert ckpt.read_state(final) == {"step": 10} and (final / "model.safetensors").read_text() == "weights"
