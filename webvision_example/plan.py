@@ -2,8 +2,9 @@
 
 ``draw_plan`` picks the classes and their queries, splits each class's images over the two
 sources and its queries, makes the metadata records of every (source, query) with the rows of
-failed downloads that no image refers to, and draws the validation and test labels. Where the
-files go is the layout's business (``layout.py``); nothing here depends on the release version.
+failed downloads that no image refers to, and draws the validation and test labels. Each record keeps the subject its text
+is about (``QueryMeta.subjects``), so ``true_noise`` gives each class's planted label noise.
+Where the files go is the layout's business (``layout.py``); nothing here depends on the release version.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import random
 from dataclasses import dataclass
 
 from webvision_example.classes import ExampleClass, choose_classes, load_wn, make_queries
-from webvision_example.text import TextMaker
+from webvision_example.text import NOISE_SPREAD, TextMaker
 
 SOURCES = ("google", "flickr")
 TEST_PER_CLASS = 2
@@ -26,6 +27,7 @@ class QueryMeta:
     class_id: int
     records: list[dict]
     images: list[tuple[str, int]]   # (file name in the query's folder, 1-based row), by name
+    subjects: list[int]             # per record: the class its text is about, or text.GENERIC
 
 
 @dataclass
@@ -82,6 +84,7 @@ def _query_meta(source: str, query_id: int, class_id: int, n_images: int, text: 
     failed = set(rng.sample(range(1, total + 1), extra))
     records: list[dict] = []
     images: list[tuple[str, int]] = []
+    first = len(text.subjects)
     for row in range(1, total + 1):
         if source == "google":
             records.append(text.google_record(class_id, row))
@@ -93,7 +96,7 @@ def _query_meta(source: str, query_id: int, class_id: int, n_images: int, text: 
         if row not in failed:
             images.append((name, row))
     images.sort()
-    return QueryMeta(source, query_id, class_id, records, images)
+    return QueryMeta(source, query_id, class_id, records, images, text.subjects[first:])
 
 
 def _shuffled_labels(classes: list[ExampleClass], per_class: int, rng: random.Random) -> list[int]:
@@ -102,12 +105,15 @@ def _shuffled_labels(classes: list[ExampleClass], per_class: int, rng: random.Ra
     return labels
 
 
-def draw_plan(seed: int, n_classes: int, per_class: int, val_per_class: int) -> Plan:
+def draw_plan(seed: int, n_classes: int, per_class: int, val_per_class: int,
+              noise_spread: float = NOISE_SPREAD) -> Plan:
+    """The plan of a release (``noise_spread``: how much the classes' shares of texts about
+    another class differ, ``text.noise_rates``)."""
     rng = random.Random(seed)
     classes = choose_classes(load_wn(), n_classes, rng)
     queries = make_queries(classes, rng)
     counts = _image_counts(classes, queries, per_class, rng)
-    text = TextMaker(rng, classes)
+    text = TextMaker(rng, classes, noise_spread)
     used_photo_ids: set[int] = set()
     metadata = [_query_meta(source, qid, cid, counts[source][qid], text, rng, used_photo_ids)
                 for source in SOURCES for qid, cid, _q in queries]
@@ -115,3 +121,16 @@ def draw_plan(seed: int, n_classes: int, per_class: int, val_per_class: int) -> 
     test_labels = _shuffled_labels(classes, TEST_PER_CLASS, rng)
     json_styles = [rng.random() for _ in metadata]
     return Plan(classes, queries, metadata, val_labels, test_labels, json_styles)
+
+
+def true_noise(plan: Plan) -> list[float]:
+    """Per class id: the share of its training images whose text is about another class (the
+    planted noise; failed downloads, which have no image, do not count)."""
+    noisy = [0] * len(plan.classes)
+    total = [0] * len(plan.classes)
+    for meta in plan.metadata:
+        for _name, row in meta.images:
+            total[meta.class_id] += 1
+            subject = meta.subjects[row - 1]
+            noisy[meta.class_id] += subject >= 0 and subject != meta.class_id
+    return [n / t if t else 0.0 for n, t in zip(noisy, total)]

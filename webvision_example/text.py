@@ -1,7 +1,10 @@
 """The messy web text of the metadata records: Google and Flickr records of one image each.
 
 About 70% of the records talk about their own class, 15% about another class and the rest about
-nothing in particular (label noise). Titles and descriptions fill templates (``words/
+nothing in particular (label noise). The share about another class differs by class (planted
+noise): ``noise_rates`` spreads it linearly from ``(1 - spread)`` to ``(1 + spread)`` times
+``OTHER_CLASS_TEXT`` over the classes (mean unchanged), and every record remembers its subject
+(``TextMaker.subjects``), so tests can compare an estimate of each class's noise with the truth. Titles and descriptions fill templates (``words/
 templates.json``) whose fields (``{name}``, ``{Adj}``, ``{url}``, ...) are drawn by ``FIELDS``
 when a template first asks for them, so one record says the same name, site and user throughout.
 The text has HTML entities, raw tags, URLs, e-mail addresses, hashtags, camera boilerplate, other
@@ -20,8 +23,10 @@ from typing import Callable
 from webvision_example import words
 from webvision_example.classes import ExampleClass
 
-OWN_TEXT = 0.70          # share of images whose text is about their own class
-OTHER_CLASS_TEXT = 0.15  # ... about another class; the rest is generic
+OWN_TEXT = 0.70          # share of images whose text is about their own class (on average)
+OTHER_CLASS_TEXT = 0.15  # ... about another class (the mean over classes); the rest is generic
+NOISE_SPREAD = 0.9       # per-class share about another class: OTHER_CLASS_TEXT * (1 -/+ spread)
+GENERIC = -1             # the subject of a text about nothing in particular
 
 
 @dataclass
@@ -190,20 +195,42 @@ TAG_KINDS: tuple[Draw, ...] = (
 # --------------------------------------------------------------------------------------------
 
 
-class TextMaker:
-    """Metadata records about the classes of one release, drawn from ``rng``."""
+def noise_rates(n_classes: int, spread: float = NOISE_SPREAD) -> list[float]:
+    """Each class's share of texts about another class: linear from ``(1 - spread)`` to
+    ``(1 + spread)`` times ``OTHER_CLASS_TEXT`` over the class indices (mean ``OTHER_CLASS_TEXT``);
+    ``spread=0`` gives every class the same share."""
+    if not 0.0 <= spread <= 1.0:
+        raise ValueError(f"noise spread must be within [0, 1], not {spread}")
+    if n_classes < 2:
+        return [0.0] * n_classes   # no other class to talk about
+    return [OTHER_CLASS_TEXT * (1 - spread + 2 * spread * i / (n_classes - 1)) for i in range(n_classes)]
 
-    def __init__(self, rng: random.Random, classes: list[ExampleClass]):
+
+class TextMaker:
+    """Metadata records about the classes of one release, drawn from ``rng``.
+
+    ``subjects`` grows by one entry per record made: the class its text is about, or ``GENERIC``.
+    """
+
+    def __init__(self, rng: random.Random, classes: list[ExampleClass], spread: float = NOISE_SPREAD):
         self.rng = rng
         self.vocabs = [class_vocab(c) for c in classes]
+        self.other_rates = noise_rates(len(classes), spread)
+        self.subjects: list[int] = []
 
     def subject(self, class_index: int) -> Vocab:
         r = self.rng.random()
-        if r < OWN_TEXT:
-            return self.vocabs[class_index]
-        if r < OWN_TEXT + OTHER_CLASS_TEXT:
-            return self.rng.choice(self.vocabs)
-        return generic_vocab()
+        generic = 1.0 - OWN_TEXT - OTHER_CLASS_TEXT   # the same share for every class
+        if r < generic:
+            self.subjects.append(GENERIC)
+            return generic_vocab()
+        if r < generic + self.other_rates[class_index]:
+            other = self.rng.randrange(len(self.vocabs) - 1)   # any class but its own
+            other += other >= class_index
+            self.subjects.append(other)
+            return self.vocabs[other]
+        self.subjects.append(class_index)
+        return self.vocabs[class_index]
 
     def title(self, f: Fields) -> str:
         text = self.rng.choice(words.templates("titles")).format_map(f)

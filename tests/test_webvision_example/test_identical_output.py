@@ -2,8 +2,9 @@
 
 ``data/c3i4-v*.sha256`` (sha256sum format) and ``data/c3i4-v*.summary.json`` were made by
 ``pipeline.example.make_example(out, classes=3, images_per_class=4)`` before it moved to
-``webvision_example``. Only the README's first line names the new command; every other byte is
-the same. The JPEGs' bytes also depend on NumPy's generators and Pillow's encoder: after
+``webvision_example``, and made again (same command, same hashing as ``written_hashes``) when the
+example's text changed on purpose (per-class planted noise, ``webvision_example/text.py``). Only
+the README's first line names the new command. The JPEGs' bytes also depend on NumPy's generators and Pillow's encoder: after
 upgrading those, a mismatch limited to ``*.jpg`` files points there rather than at this package.
 """
 from __future__ import annotations
