@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pipeline.loader import LoaderConfig
-from webtag.config import above, at_least, between, check, each
+from webtag.config import InvalidValue, above, at_least, between, check, each
 
 
 @dataclass
@@ -76,7 +76,11 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    name: Literal["soft_ce", "weighted_ce", "bce", "asl"] = "soft_ce"
+    name: Literal["soft_ce", "weighted_ce", "bce", "asl", "multilabel_soft_margin"] = "soft_ce"
+    #                                       multilabel_soft_margin: ML-GCN's (torch's MultiLabelSoftMarginLoss,
+    #                                       the mean over labels; bce sums over them)
+    reduction: Literal["mean", "sum"] = "mean"   # soft_ce over keywords: sum: -sum_{k in P} log softmax_k
+    #                                       (the slide); mean: the same / |P| (docs/methods.md, "WT-Set")
     gamma_neg: float = 4.0                # asymmetric loss (Ridnik et al. 2021)
     gamma_pos: float = 0.0
     clip: float = 0.05                    # asymmetric loss probability margin
@@ -84,10 +88,15 @@ class LossConfig:
     #                                       on the pooled embeddings (use with loader.repeat_aug >= 2)
     margin_alpha: float = 0.2
     margin_beta: float = 1.2              # initial value of the learnable beta
+    margin_sampling: Literal["reference", "stable"] = "reference"   # negatives: reference: as the authors'
+    #                                       code (one global max: uniform in high dimensions); stable: per row
 
     def __post_init__(self) -> None:
         check(self, gamma_neg=at_least(0), gamma_pos=at_least(0), clip=between(0, 1), margin_lambda=between(0, 1),
               margin_alpha=at_least(0))
+        if self.reduction == "sum" and self.name not in ("soft_ce", "weighted_ce"):
+            raise InvalidValue("reduction", self.reduction, f"only soft_ce / weighted_ce over keywords sum over "
+                               f"labels; {self.name} takes binary targets (use reduction=mean)")
 
 
 

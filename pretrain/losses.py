@@ -53,7 +53,9 @@ class SoftTargetCrossEntropy(nn.Module):
     """WT-Set (methods.md section 2): ``L = -(1/|P|) sum_{k in P} log softmax(z)_k``; with the
     target row ``t`` (1/|P| on P) that is ``L = -sum_k t_k log softmax(z)_k``. The same form with
     the label weights ``t = w`` (``sum_k w_k = 1``) is LW-Set's weighted cross entropy
-    (section 3): ``L = -sum_k w_k log softmax(z)_k``. Averaged over the batch."""
+    (section 3): ``L = -sum_k w_k log softmax(z)_k``. Averaged over the batch. With unnormalised
+    keyword targets (``t_k = 1`` on P, ``loss.reduction=sum``) it is the slide's WT-Set loss
+    ``L = -sum_{k in P} log softmax(z)_k``."""
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logp = F.log_softmax(logits.float(), dim=1)
@@ -91,11 +93,24 @@ class AsymmetricLoss(nn.Module):
         return _batch_mean(per, targets)
 
 
+class MultiLabelSoftMargin(nn.Module):
+    """ML-GCN's loss (torch's ``MultiLabelSoftMarginLoss``, as the authors train):
+    ``L = -(1/C) sum_k [y_k log s(z_k) + (1 - y_k) log(1 - s(z_k))]``, the mean over the C labels
+    (``bce`` is C times this); averaged over the batch."""
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        y = (targets > 0).float()
+        per = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none").mean(dim=1)
+        return _batch_mean(per, targets)
+
+
 def build_loss(cfg: LossConfig) -> nn.Module:
     if cfg.name in ("soft_ce", "weighted_ce"):
         return SoftTargetCrossEntropy()
     if cfg.name == "bce":
         return BinaryCrossEntropy()
+    if cfg.name == "multilabel_soft_margin":
+        return MultiLabelSoftMargin()
     return AsymmetricLoss(cfg.gamma_neg, cfg.gamma_pos, cfg.clip)
 
 
@@ -103,16 +118,19 @@ def target_ids_key(target: str) -> str:
     return {"keywords": "keyword_ids", "weights": "label_ids", "class": "class_id"}[target]
 
 
-def batch_targets(batch: dict, target: str, num_classes: int, device) -> torch.Tensor:
+def batch_targets(batch: dict, target: str, num_classes: int, device, reduction: str = "mean") -> torch.Tensor:
     """The dense targets of a loader batch: keyword ids (WT-Set), label weights (LW-Set) or the
-    class label (finetuning)."""
+    class label (finetuning). Keywords: ``reduction="mean"`` gives each of an image's |P| keywords
+    1/|P| (soft-target CE is then the mean of the keywords' cross entropies), ``"sum"`` gives each 1
+    (their sum, the slide's loss)."""
     check_ids(batch[target_ids_key(target)], num_classes)
     if target == "class":   # one class per image: one-hot (soft-target CE is then plain cross entropy)
         cls = batch["class_id"].to(device, non_blocking=True)
         return torch.nn.functional.one_hot(cls.long(), num_classes).float()
     if target == "keywords":
         return dense_targets(batch["keyword_ids"].to(device, non_blocking=True),
-                             batch["keyword_offsets"].to(device, non_blocking=True), num_classes)
+                             batch["keyword_offsets"].to(device, non_blocking=True), num_classes,
+                             normalise=reduction != "sum")
     return dense_targets(batch["label_ids"].to(device, non_blocking=True),
                          batch["label_offsets"].to(device, non_blocking=True), num_classes,
                          weights=batch["label_weights"].to(device, non_blocking=True))

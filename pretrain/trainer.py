@@ -141,7 +141,7 @@ class Trainer:
 
     # ---- one micro-batch ---------------------------------------------------------------------
     def _targets(self, batch: dict) -> torch.Tensor:
-        return batch_targets(batch, self.cfg.data.target, self.info.num_outputs, self.device)
+        return batch_targets(batch, self.cfg.data.target, self.info.num_outputs, self.device, self.cfg.loss.reduction)
 
     def _check_batch(self, batch: dict) -> None:
         check_ids(batch[target_ids_key(self.cfg.data.target)], self.info.num_outputs)   # on the CPU: no sync
@@ -319,7 +319,7 @@ class Trainer:
             if self.ema is not None:
                 save_backbone(self.ema.module, self.out / "ema", self.cfg.model.name, info)
             summary = {"step": self.step, "images_seen": self.images_seen,
-                       "backbone": str(self.out / BACKBONE_WEIGHTS),
+                       "backbone": BACKBONE_WEIGHTS,   # relative to the run folder: no machine's path
                        "last_metrics": self.metrics.rows[-1] if self.metrics and self.metrics.rows else {}}
             write_text_atomic(self.out / FINISHED, json.dumps(summary, indent=2) + "\n")
             log.info("finished: %d steps; backbone weights in %s", self.step, self.out / BACKBONE_WEIGHTS)

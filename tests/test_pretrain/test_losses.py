@@ -115,3 +115,67 @@ def test_precision_at_k():
     assert p[0].item() == 2                       # images with labels
     assert p[1].item() == pytest.approx(1 + 1)    # top-1: 0 in {0,1}; 3 in {3}
     assert p[2].item() == pytest.approx(0.5 + 0.5)  # top-2: {0,2} -> 1/2; {3,1} -> 1/2
+
+
+def keyword_batch(lists):
+    ids, off, _ = packed(lists)
+    return {"keyword_ids": ids, "keyword_offsets": off}
+
+
+def test_soft_ce_sum_is_the_slides_sum_over_keywords():
+    """The slide: the loss sums the cross entropies of the image's keywords,
+    L = -sum_{k in P} log softmax(z)_k (batch mean over images); `mean` divides each by |P|."""
+    batch = keyword_batch([[1, 2], [3]])
+    a, b = log_softmax(Z[0]), log_softmax(Z[1])
+    for reduction, expected in (("sum", (-(a[1] + a[2]) + -b[3]) / 2),
+                                ("mean", (-(a[1] + a[2]) / 2 + -b[3]) / 2)):
+        cfg = LossConfig(name="soft_ce", reduction=reduction)
+        loss = build_loss(cfg)(torch.tensor(Z), batch_targets(batch, "keywords", 4, "cpu", cfg.reduction))
+        assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_soft_ce_sum_weighs_an_image_by_its_number_of_keywords():
+    z = torch.zeros(2, 16)   # uniform logits: every keyword costs log 16
+    batch = keyword_batch([list(range(8)), [9]])
+    per_image = []
+    for reduction in ("sum", "mean"):
+        t = batch_targets(batch, "keywords", 16, "cpu", reduction)
+        loss = build_loss(LossConfig(reduction=reduction))
+        per_image.append([loss(z[i:i + 1], t[i:i + 1]).item() for i in range(2)])
+    (s8, s1), (m8, m1) = per_image
+    assert s8 / s1 == pytest.approx(8.0) and m8 / m1 == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_soft_ce_gradient_accumulation_stays_exact(reduction):
+    """Two micro-batches of 2 (each a batch mean, then averaged) give the gradient of the batch of 4."""
+    torch.manual_seed(0)
+    z = torch.randn(4, 6)
+    batch = keyword_batch([[0, 1, 2], [3], [], [4, 5]])
+    t = batch_targets(batch, "keywords", 6, "cpu", reduction)
+    loss = build_loss(LossConfig(reduction=reduction))
+    whole = z.clone().requires_grad_(True)
+    loss(whole, t).backward()
+    parts = z.clone().requires_grad_(True)
+    (loss(parts[:2], t[:2]) / 2 + loss(parts[2:], t[2:]) / 2).backward()
+    assert torch.allclose(whole.grad, parts.grad, atol=1e-7)
+
+
+def test_reduction_sum_is_refused_where_it_changes_nothing():
+    from webtag.config import ConfigError
+    with pytest.raises(ConfigError, match="reduction"):
+        LossConfig(name="bce", reduction="sum")
+
+
+def test_multilabel_soft_margin_is_ml_gcns_loss():
+    """ML-GCN trains with torch's MultiLabelSoftMarginLoss: the mean over the C labels of the
+    per-label logistic loss (``bce`` sums over labels: C times larger)."""
+    torch.manual_seed(1)
+    z = torch.randn(3, 5)
+    batch = keyword_batch([[0, 4], [2], [1, 3]])
+    t = batch_targets(batch, "keywords", 5, "cpu")
+    ours = build_loss(LossConfig(name="multilabel_soft_margin"))(z, t)
+    theirs = torch.nn.MultiLabelSoftMarginLoss()(z, (t > 0).float())
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-6)
+    bce = build_loss(LossConfig(name="bce"))(z, t)
+    assert bce.item() == pytest.approx(5 * ours.item(), rel=1e-6)
