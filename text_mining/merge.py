@@ -25,7 +25,7 @@ from . import schema
 from .config import TextMiningConfig
 from .layout import Layout, OutputMismatch
 from .problems import Problems
-from .report import keyword_plot, markdown
+from .report import keyword_plot, markdown, weight_distribution
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ def merge(root: str | Path, out: str | Path, cfg: TextMiningConfig, timings: dic
         "own_class_top1_share": sum(r["own_class_top1"] for r in tag_reports) / max(1, images),
         "own_class_top5_share": sum(r["own_class_top5"] for r in tag_reports) / max(1, images),
         "mean_top1_weight": sum(r["top1_weight_sum"] for r in tag_reports) / max(1, images),
+        "label_weights": weight_distribution(layout.out / schema.IMAGES_FILE),
         "duplicates_dropped": vocab_report["duplicates"],
     }
     info = schema.fingerprint(layout.out)   # the tables are all published

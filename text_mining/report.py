@@ -1,9 +1,12 @@
-"""The stage's report: counts as JSON and markdown, and the keyword frequency plot."""
+"""The stage's report: counts as JSON and markdown, the label-weight distributions and the
+keyword frequency plot."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from .problems import KINDS
 
@@ -38,6 +41,48 @@ def keyword_plot(df: np.ndarray, dropped_top: int, path: Path, kw_per_image: np.
     plt.close(fig)
 
 
+PERCENTILES = (10, 25, 50, 75, 90)
+
+
+def _percentiles(x: np.ndarray) -> dict:
+    return {f"p{q}": round(float(np.percentile(x, q)), 4) if len(x) else None for q in PERCENTILES}
+
+
+def weight_distribution(images_file: Path) -> dict:
+    """Percentiles over the images of ``images.parquet`` of the top label weight and of the weight
+    on the image's own (query) class (0 when it is not among its labels), for all images and for
+    those without vocabulary keywords (whose weights are their query's neighbourhood only).
+    Read one row group at a time: 16M images never sit in memory as Python lists."""
+    parts = {"top": [], "own": [], "no_keywords": []}
+    f = pq.ParquetFile(images_file)
+    for g in range(f.num_row_groups):
+        t = f.read_row_group(g, columns=["class_id", "keyword_ids", "label_ids", "label_weights"])
+        w = t["label_weights"].combine_chunks()
+        ids = t["label_ids"].combine_chunks()
+        n = len(t)
+        lengths = pc.list_value_length(w).to_numpy(zero_copy_only=False)
+        flat_w = pc.list_flatten(w).to_numpy(zero_copy_only=False).astype(np.float64)
+        flat_ids = pc.list_flatten(ids).to_numpy(zero_copy_only=False)
+        row = np.repeat(np.arange(n), lengths)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        top = np.zeros(n)
+        top[lengths > 0] = flat_w[starts[lengths > 0]]     # lists are weight-descending
+        cls = t["class_id"].to_numpy()
+        own = np.bincount(row, weights=flat_w * (flat_ids == cls[row]), minlength=n)
+        kw = pc.list_value_length(t["keyword_ids"]).to_numpy(zero_copy_only=False)
+        parts["top"].append(top)
+        parts["own"].append(own)
+        parts["no_keywords"].append(own[kw == 0])
+    cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
+    return {"top_weight": _percentiles(cat["top"]), "own_class_weight": _percentiles(cat["own"]),
+            "own_class_weight_without_keywords": _percentiles(cat["no_keywords"]),
+            "images_without_keywords": int(len(cat["no_keywords"]))}
+
+
+def _dist_line(name: str, d: dict) -> str:
+    return f"  - {name}: " + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} -" for k, v in d.items())
+
+
 def markdown(report: dict) -> str:
     s = report["stats"]
     lines = [
@@ -51,6 +96,14 @@ def markdown(report: dict) -> str:
         f"- mean keywords per image: {s['mean_keywords_per_image']:.2f}",
         f"- label weights: own class ranked first for {s['own_class_top1_share']:.1%} of images, "
         f"in the top 5 for {s['own_class_top5_share']:.1%}; mean top-1 weight {s['mean_top1_weight']:.3f}",
+    ]
+    dist = s.get("label_weights")
+    if dist:   # percentiles over the images
+        lines += [_dist_line("top weight", dist["top_weight"]),
+                  _dist_line("own-class weight", dist["own_class_weight"]),
+                  _dist_line(f"own-class weight of the {dist['images_without_keywords']} images without keywords",
+                             dist["own_class_weight_without_keywords"])]
+    lines += [
         "", "## Bad input", "",
     ]
     counts = report["problems"]["counts"]
