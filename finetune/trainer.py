@@ -29,10 +29,8 @@ class FinetuneTrainer(Trainer):
             log.warning("continue_from=%s: the finetuned model is loaded; init=%s is not used",
                         cfg.continue_from, cfg.init)
             cfg = replace(cfg, init="")
-        if cfg.continue_from and cfg.optim.schedule_offset == 0:
-            info = _model_json(cfg.continue_from)
-            # the LR continues where that run ended
-            cfg = replace(cfg, optim=replace(cfg.optim, schedule_offset=int(info.get("step", 0))))
+        if cfg.continue_from and cfg.optim.schedule_offset == 0:   # the LR continues where that run ended
+            cfg = replace(cfg, optim=replace(cfg.optim, schedule_offset=continued_schedule_offset(cfg.continue_from)))
         self.eval_dir = Path(cfg.data.shards) / cfg.eval_split
         if not (self.eval_dir / SIZES_FILE).is_file():
             raise DataError(f"{self.eval_dir / SIZES_FILE} does not exist: eval_split={cfg.eval_split!r} "
@@ -89,6 +87,22 @@ class FinetuneTrainer(Trainer):
         if getattr(self, "last_eval", None):
             info.update(val_top1=self.last_eval["top1"], val_top5=self.last_eval["top5"])
         return info
+
+
+def continued_schedule_offset(path: str | Path) -> int:
+    """The LR-schedule offset of ``continue_from=path``: the last step of the run the model comes
+    from. A run's ``best/`` was saved at an earlier step; its run folder's model.json holds the last
+    one (a ``best/`` without its run keeps its own step)."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    info = _model_json(folder)
+    if folder.name == BEST:
+        run = read_model_info(folder.parent)
+        if run is not None:
+            return int(run.get("step", 0))
+        log.warning("continue_from=%s: no model.json in %s, the LR continues from the best step %s",
+                    path, folder.parent, info.get("step", 0))
+    return int(info.get("step", 0))
 
 
 def _model_json(path: str | Path) -> dict:
