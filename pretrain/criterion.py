@@ -36,11 +36,15 @@ class Criterion(nn.Module):
         """Parts with state of their own (learnable parameters) for the checkpoint."""
         return []
 
+    def learned(self) -> dict[str, float]:
+        """Learned scalars worth a log line (MultiGrain's beta)."""
+        return {}
+
 
 class MultiGrainCriterion(Criterion):
     def __init__(self, loss: nn.Module, model: nn.Module, cfg: LossConfig):
         super().__init__(loss)
-        self.margin = MarginLoss(cfg.margin_alpha, cfg.margin_beta)
+        self.margin = MarginLoss(cfg.margin_alpha, cfg.margin_beta, sampling=cfg.margin_sampling)
         self.lam = cfg.margin_lambda
         self._embedding: torch.Tensor | None = None
         model.get_submodule(head_prefix(model)).register_forward_pre_hook(self._capture)
@@ -57,6 +61,10 @@ class MultiGrainCriterion(Criterion):
 
     def checkpointed(self) -> list[nn.Module]:
         return [self.margin]
+
+    def learned(self) -> dict[str, float]:
+        beta = self.margin.beta
+        return {"margin_beta": float(beta)} if isinstance(beta, torch.Tensor) else {}
 
 
 def build_criterion(cfg: LossConfig, model: nn.Module, loader: LoaderConfig) -> Criterion:

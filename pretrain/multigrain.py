@@ -37,8 +37,8 @@ def distance_weights(d: torch.Tensor, dim: int, cutoff: float = 0.5, nonzero_los
     ``1 / q(d)`` with ``q(d) ~ d^(n-2) (1 - d^2/4)^((n-3)/2)`` (Wu et al., "Sampling Matters", eq. 3),
     computed in log space, distances clamped below at ``cutoff`` and weights zero at or beyond
     ``nonzero_loss_cutoff`` (as in the reference code) and where ``mask`` is False. Each row is
-    scaled by its own largest weight (the reference code uses one global maximum, which in
-    high dimensions underflows whole rows to zero)."""
+    scaled by its own largest weight (``margin_sampling=stable``; the reference code uses one
+    global maximum, :func:`reference_probabilities`)."""
     dc = d.clamp(min=max(cutoff, 1e-6))
     log_q = (dim - 2.0) * torch.log(dc) + ((dim - 3.0) / 2.0) * torch.log((1.0 - 0.25 * dc * dc).clamp(min=1e-8))
     valid = d < nonzero_loss_cutoff
@@ -50,46 +50,101 @@ def distance_weights(d: torch.Tensor, dim: int, cutoff: float = 0.5, nonzero_los
     return torch.exp(log_w - top)
 
 
+def reference_probabilities(e: torch.Tensor, negative: torch.Tensor, cutoff: float = 0.5,
+                            nonzero_loss_cutoff: float = 1.4) -> torch.Tensor:
+    """Row-stochastic negative-sampling probabilities as facebookresearch/multigrain computes them
+    (``DistanceWeightedSampling``): distances with 1 on the diagonal, clamped at ``cutoff``; the log
+    weights shifted by ONE maximum over the whole matrix; masked to negatives closer than
+    ``nonzero_loss_cutoff``; divided by the row sum. In high dimensions (2048) the weights of
+    typical negatives underflow to 0 against that maximum, the row sum is 0 and the row NaN: such a
+    row (and a row without a negative in range) is uniform over the negatives."""
+    n, c = e.shape
+    square = (e * e).sum(dim=1, keepdim=True)
+    dist = torch.sqrt(square + square.t() - 2.0 * e @ e.t() + torch.eye(n, dtype=e.dtype, device=e.device))
+    dist = dist.clamp(min=cutoff)
+    log_w = (2.0 - c) * torch.log(dist) - ((c - 3) / 2) * torch.log(1.0 - 0.25 * dist * dist)
+    w = torch.exp(log_w - log_w.max())
+    w = w * (negative & (dist < nonzero_loss_cutoff)).to(w.dtype)
+    w = w / w.sum(dim=1, keepdim=True)
+    bad = torch.isnan(w.sum(dim=1))
+    uniform = negative.to(w.dtype) / negative.sum(dim=1, keepdim=True).clamp(min=1)
+    return torch.where(bad[:, None], uniform, w)
+
+
+def stable_probabilities(e: torch.Tensor, negative: torch.Tensor, cutoff: float = 0.5,
+                         nonzero_loss_cutoff: float = 1.4) -> torch.Tensor:
+    """The same inverse-q weights scaled per row (:func:`distance_weights`), so that they do not
+    underflow: in high dimensions this mines the nearest negatives. Rows without a negative in
+    range are uniform over the negatives."""
+    d = torch.cdist(e, e).clamp(min=0.0)
+    w = distance_weights(d, e.shape[1], cutoff, nonzero_loss_cutoff, mask=negative)
+    total = w.sum(dim=1, keepdim=True)
+    uniform = negative.to(w.dtype) / negative.sum(dim=1, keepdim=True).clamp(min=1)
+    return torch.where(total > 0, w / total.clamp(min=1e-30), uniform)
+
+
+def sample_negatives(probs: torch.Tensor, counts: torch.Tensor,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """For row i, ``counts[i]`` column indices drawn from ``probs[i]`` without replacement, or with
+    replacement where fewer columns have a non-zero probability (as the reference falls back);
+    concatenated in row order."""
+    out = []
+    nonzero = (probs > 0).sum(dim=1)
+    for i in torch.nonzero(counts > 0).flatten().tolist():
+        k = int(counts[i])
+        if int(nonzero[i]) == 0:
+            continue
+        out.append(torch.multinomial(probs[i], k, replacement=bool(nonzero[i] < k), generator=generator))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=probs.device)
+
+
+def margin_terms(d_ap: torch.Tensor, d_an: torch.Tensor, beta, alpha: float) -> torch.Tensor:
+    """The reference's margin loss of triplets: ``sum(max(0, d_ap - beta + alpha) +
+    max(0, beta - d_an + alpha))`` divided by the number of triplets with a non-zero loss (the
+    authors' ``(pos > 0) + (neg > 0)`` on booleans is a logical or: a triplet counts once)."""
+    pos = F.relu(d_ap - beta + alpha)
+    neg = F.relu(beta - d_an + alpha)
+    active = ((pos > 0) | (neg > 0)).sum().clamp(min=1)
+    return (pos + neg).sum() / active
+
+
 class MarginLoss(nn.Module):
     """``l(i, j) = max(0, alpha + y_ij (D(e_i, e_j) - beta))`` on L2-normalised embeddings, y = +1
     for positives (copies of the same instance), -1 for negatives; beta is learnable (init 1.2),
-    alpha = 0.2. Every anchor with a positive uses all its positives and as many negatives drawn
-    by distance-weighted sampling; the loss is the mean over the pairs with non-zero loss."""
+    alpha = 0.2. As the authors' code: an anchor with m - 1 positives gets m - 1 negatives drawn by
+    distance-weighted sampling without replacement, triplet t = (anchor, its t-th positive, its
+    t-th negative), the loss is :func:`margin_terms`. ``sampling``: ``reference`` (the authors'
+    probabilities, :func:`reference_probabilities`) or ``stable`` (:func:`stable_probabilities`)."""
 
     def __init__(self, alpha: float = 0.2, beta: float = 1.2, learn_beta: bool = True,
-                 cutoff: float = 0.5, nonzero_loss_cutoff: float = 1.4):
+                 cutoff: float = 0.5, nonzero_loss_cutoff: float = 1.4, sampling: str = "reference"):
         super().__init__()
-        self.alpha = alpha
+        if sampling not in ("reference", "stable"):
+            raise ValueError(f"margin sampling {sampling!r}: reference or stable")
+        self.alpha, self.sampling = alpha, sampling
         self.beta = nn.Parameter(torch.tensor(beta)) if learn_beta else beta
         self.cutoff, self.nonzero = cutoff, nonzero_loss_cutoff
 
     def forward(self, embeddings: torch.Tensor, instance: torch.Tensor,
                 generator: torch.Generator | None = None) -> torch.Tensor:
         e = F.normalize(embeddings.float(), dim=1)
-        n, dim = e.shape
-        d = torch.cdist(e, e).clamp(min=0.0)
+        n = e.shape[0]
         same = instance[:, None] == instance[None, :]
-        eye = torch.eye(n, dtype=torch.bool, device=e.device)
-        pos = same & ~eye
-        neg = ~same
-        anchors, positives = pos.nonzero(as_tuple=True)
+        pos = same & ~torch.eye(n, dtype=torch.bool, device=e.device)
+        anchors, positives = pos.nonzero(as_tuple=True)   # row-major: each anchor's positives in order
         if anchors.numel() == 0:
             return e.sum() * 0.0
         with torch.no_grad():
-            w = distance_weights(d, dim, self.cutoff, self.nonzero, mask=neg)
-            rows = w[anchors]
-            empty = rows.sum(dim=1) <= 0
-            rows[empty] = neg[anchors[empty]].to(rows.dtype)   # no negative in range: uniform
-            usable = rows.sum(dim=1) > 0
-            negatives = torch.zeros_like(anchors)
-            if usable.any():
-                negatives[usable] = torch.multinomial(rows[usable], 1, generator=generator).squeeze(1)
-        beta = self.beta
-        pos_loss = F.relu(self.alpha + d[anchors, positives] - beta)
-        neg_loss = F.relu(self.alpha - (d[anchors, negatives] - beta))[usable]
-        losses = torch.cat([pos_loss, neg_loss])
-        active = (losses > 0).sum().clamp(min=1)
-        return losses.sum() / active
+            probs = (reference_probabilities if self.sampling == "reference" else stable_probabilities)(
+                e.detach(), ~same, self.cutoff, self.nonzero)
+            counts = pos.sum(dim=1)
+            has_negative = (probs > 0).any(dim=1)
+            negatives = sample_negatives(probs, counts, generator)
+            keep = has_negative[anchors]   # a batch of one instance only has no negative
+        a, p = anchors[keep], positives[keep]
+        d_ap = torch.sqrt(((e[p] - e[a]) ** 2).sum(dim=1) + 1e-8)
+        d_an = torch.sqrt(((e[negatives] - e[a]) ** 2).sum(dim=1) + 1e-8)
+        return margin_terms(d_ap, d_an, self.beta, self.alpha)
 
 
 def joint_loss(classification: torch.Tensor, retrieval: torch.Tensor, lam: float = 0.5) -> torch.Tensor:

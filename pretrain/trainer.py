@@ -156,6 +156,8 @@ class Trainer:
         with acc.accumulate(self.model):
             loss = self.criterion(self.model(images), targets, batch)
             acc.backward(loss)
+            if acc.sync_gradients:
+                self._sync_criterion_grads()
             if acc.sync_gradients and self.cfg.optim.clip_grad:
                 acc.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)
             self.optimizer.step()
@@ -166,6 +168,18 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update(self.bare_model())
         return loss.detach(), images.shape[0], stepped
+
+    def _sync_criterion_grads(self) -> None:
+        """The criterion's own parameters (MultiGrain's beta, the multi-task LW-Set head) are not in
+        the DDP model: average their gradients over the ranks as DDP does the model's, so that they
+        stay identical on every rank. A parameter without a gradient counts as zero."""
+        params = [p for p in self.criterion.parameters() if p.requires_grad]
+        if not params or self.accelerator.num_processes < 2:
+            return
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+        flat = self.accelerator.reduce(flat, reduction="mean")
+        for p, g in zip(params, torch.split(flat, [p.numel() for p in params])):
+            p.grad = g.view_as(p).clone()
 
     # ---- evaluation --------------------------------------------------------------------------
     def eval_loader(self, split_dir: Path, shards: list[str] | None = None) -> tuple[ShardLoader | None, bool]:
@@ -257,6 +271,8 @@ class Trainer:
                         break
             step_check.close()
             report.close()
+            for name, value in self.criterion.learned().items():   # on every rank (WEBTAG_LOG_OTHER_RANKS)
+                log.info("rank %d: criterion %s %.8f", self.accelerator.process_index, name, value)
             if result == "finished":
                 if last_saved != self.step:
                     self.save_checkpoint()

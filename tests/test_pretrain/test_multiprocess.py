@@ -146,3 +146,27 @@ def test_two_machines_killed_mid_epoch_resume_without_repeats(shards_v1, mined_v
     assert min(steps0) <= killed_at < max(steps0)
     if first_state["loader"]["epoch"] == 0:
         assert consumed_at_kill and consumed_at_kill < set(per_epoch[0])
+
+
+def test_multigrain_beta_stays_identical_on_both_ranks(shards_v1, mined_v1, tmp_path):
+    """MultiGrain's beta is one learnable scalar of the method, outside the DDP model: after
+    training steps on 2 real processes (different data on each) it has moved and is the same on
+    both ranks (issue 15, item 3)."""
+    import re
+    out, log_path = tmp_path / "run", tmp_path / "mg.log"
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", WEBTAG_LOG="INFO",
+               WEBTAG_LOG_OTHER_RANKS="INFO")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+           "--dynamo_backend", "no", str(REPO / "pretrain" / "main.py"), "--config", str(PRETRAIN_EXAMPLE),
+           *pretrain_overrides(shards_v1, mined_v1, out, "train.max_steps=6", "loader.batch_size=8",
+                               "loader.repeat_aug=2", "loader.shuffle_buffer=8", "loss.margin_lambda=0.5",
+                               "optim.lr=0.5", "optim.warmup_steps=0", "train.log_every=3", "train.checkpoint_every=0")]
+    with open(log_path, "w") as fh:
+        res = subprocess.run(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=300)
+    text = log_path.read_text()
+    assert res.returncode == 0, text[-4000:]
+    betas = dict(re.findall(r"rank (\d): criterion margin_beta (-?[0-9.]+)", text))
+    assert set(betas) == {"0", "1"}, text[-4000:]
+    assert betas["0"] == betas["1"]
+    assert float(betas["0"]) != pytest.approx(1.2, abs=1e-6)   # it learned
