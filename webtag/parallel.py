@@ -44,13 +44,36 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _init_worker(n: int, parent: int) -> None:
-    """Worker-process initializer: die with the parent; n math-library threads each, so workers
-    do not oversubscribe."""
-    die_with_parent(parent)
-    os.environ["OMP_NUM_THREADS"] = str(n)
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def limit_threads(n: int) -> None:
+    """At most ``n`` threads for every math library of this process: the environment variables
+    for libraries not loaded yet (read when they load), and threadpoolctl for the BLAS and OpenMP
+    pools already loaded (a fork inherits the parent's pool sizes), torch and faiss as well."""
+    for var in THREAD_VARS:
+        os.environ[var] = str(n)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=n)
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency of webtag
+        pass
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
+    if "faiss" in sys.modules:
+        sys.modules["faiss"].omp_set_num_threads(n)
+
+
+def threads_per_worker(workers: int) -> int:
+    """The cores each of ``workers`` processes may use: cores / workers, at least one."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def _init_worker(n: int, parent: int) -> None:
+    """Worker-process initializer: die with the parent; n math-library threads each (cores /
+    workers), so that workers do not oversubscribe and a worker is what one core's share does."""
+    die_with_parent(parent)
+    limit_threads(n)
 
 
 def run_parts(fn: Callable, jobs: Sequence[tuple], workers: int, desc: str) -> list:
@@ -61,7 +84,7 @@ def run_parts(fn: Callable, jobs: Sequence[tuple], workers: int, desc: str) -> l
         return [fn(*job) for job in jobs]
     ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
     procs = min(workers, len(jobs))
-    threads = max(1, (os.cpu_count() or 1) // procs)
+    threads = threads_per_worker(procs)
     with ProcessPoolExecutor(max_workers=procs, mp_context=ctx, initializer=_init_worker,
                              initargs=(threads, os.getpid())) as pool:
         futures = [pool.submit(fn, *job) for job in jobs]
