@@ -33,9 +33,10 @@ class GCNConfig:
     variant: Literal["paper", "original"] = "paper"   # the paper's equations or the authors' code
     hidden: int = 1024
     embeddings: str = "word2vec"          # word2vec: text mining's vectors; or a C x d .npy / pickle
+    embedding_dim: int | None = None      # set: the label vectors must have this width (ML-GCN: 300)
 
     def __post_init__(self) -> None:
-        check(self, tau=between(0, 1), p=between(0, 1), hidden=at_least(1))
+        check(self, tau=between(0, 1), p=between(0, 1), hidden=at_least(1), embedding_dim=at_least(1))
 
 
 
@@ -116,6 +117,7 @@ class OptimConfig:
     step_every: int = 30                  # step schedule: decay every N epochs
     step_gamma: float = 0.1
     clip_grad: float | None = None        # max gradient norm
+    backbone_lr_scale: float = 1.0        # LR of every parameter but the head's = lr x this (ML-GCN: 0.1)
     ema_decay: float | None = None        # e.g. 0.9998: keep an EMA of the weights
     schedule_offset: int = 0              # the LR schedule starts at this step (continue an earlier run's LR)
 
@@ -123,7 +125,7 @@ class OptimConfig:
         check(self, lr=above(0), momentum=between(0, 1), weight_decay=at_least(0), betas=each(between(0, 1), 2),
               warmup_steps=at_least(0), warmup_lr=at_least(0), min_lr=at_least(0), step_every=at_least(1),
               step_gamma=between(0, 1, low_open=True), clip_grad=above(0), ema_decay=between(0, 1),
-              schedule_offset=at_least(0))
+              schedule_offset=at_least(0), backbone_lr_scale=above(0))
 
 
 

@@ -106,7 +106,7 @@ def _words(words: list[str]) -> list[str]:
     return out
 
 
-def load_embedding_matrix(path: str | Path, num_labels: int) -> np.ndarray:
+def load_embedding_matrix(path: str | Path, num_labels: int, dim: int | None = None) -> np.ndarray:
     """A provided C x d matrix: ``.npy`` (read without pickle), or a legacy pickle of an array as in
     the ML-GCN releases, read by :func:`webtag.safe_pickle.load_data_pickle` (numpy arrays and plain
     containers only: a pickle that would call anything else is refused, never run)."""
@@ -125,4 +125,12 @@ def load_embedding_matrix(path: str | Path, num_labels: int) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[0] != num_labels or not np.issubdtype(arr.dtype, np.number):
         raise DataError(f"model.gcn.embeddings={path}: a {num_labels} x d numeric matrix is needed, "
                         f"got shape {arr.shape} ({arr.dtype})")
+    check_embedding_dim(arr, dim, str(path))
     return arr.astype(np.float32)
+
+
+def check_embedding_dim(arr: np.ndarray, dim: int | None, source: str) -> None:
+    """``model.gcn.embedding_dim``: the label vectors must be that wide (ML-GCN used 300-d GloVe)."""
+    if dim is not None and arr.shape[1] != dim:
+        raise DataError(f"model.gcn.embedding_dim={dim}: the label vectors of {source} are {arr.shape[1]}-d "
+                        f"(make {dim}-d word vectors, or give model.gcn.embeddings=FILE.npy with {dim} columns)")

@@ -25,11 +25,31 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay_bias_norm: bool
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _head_names(model: nn.Module) -> set[str]:
+    from .backbone import head_prefix
+    try:
+        prefix = head_prefix(model) + "."
+    except (ValueError, AttributeError):   # not a timm model: everything is "head"
+        return {n for n, _ in model.named_parameters()}
+    return {n for n, _ in model.named_parameters() if n.startswith(prefix)}
+
+
 def build_optimizer(model: nn.Module, cfg: OptimConfig, extra: list | None = None) -> torch.optim.Optimizer:
-    """``extra``: parameters outside the model (e.g. the margin loss's beta), without weight decay."""
-    groups = param_groups(model, cfg.weight_decay, cfg.no_decay_bias_norm)
+    """``extra``: parameters outside the model (the margin loss's beta, the multi-task LW-Set
+    head), at the full LR; decay as the model's (none on 1-D and scalars). With
+    ``cfg.backbone_lr_scale`` != 1 everything but the model's last layer (the head, e.g. ML-GCN's
+    graph convolutions) gets ``lr x backbone_lr_scale`` (ML-GCN's ``lrp``)."""
+    head = _head_names(model)
+    named = dict(model.named_parameters())
+    parts = [(nn.ParameterList([p for n, p in named.items() if n in head]), 1.0),
+             (nn.ParameterList([p for n, p in named.items() if n not in head]), cfg.backbone_lr_scale)]
     if extra:
-        groups.append({"params": list(extra), "weight_decay": 0.0})
+        parts.append((nn.ParameterList(list(extra)), 1.0))
+    groups = []
+    for module, scale in parts:
+        for g in param_groups(module, cfg.weight_decay, cfg.no_decay_bias_norm):
+            if g["params"]:
+                groups.append({**g, "lr": cfg.lr * scale})
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))

@@ -15,7 +15,7 @@ from text_mining.embed import WordVectorsError, load_word_vectors
 
 from .config import GCNConfig, ModelConfig
 from .data import DataError
-from .gcn import GCNClassifier, label_embeddings, load_embedding_matrix, sparse_tensor
+from .gcn import GCNClassifier, check_embedding_dim, label_embeddings, load_embedding_matrix, sparse_tensor
 from .graph import graph_stats, label_graph
 from .backbone import head_prefix, replace_module
 from .multigrain import GeM
@@ -60,13 +60,14 @@ def label_names(labels_dir: str | Path, target: str) -> list[list[str]]:
 
 def gcn_embeddings(labels_dir: str | Path, target: str, cfg: GCNConfig, num_labels: int) -> np.ndarray:
     if cfg.embeddings != "word2vec":
-        return load_embedding_matrix(cfg.embeddings, num_labels)
+        return load_embedding_matrix(cfg.embeddings, num_labels, cfg.embedding_dim)
     try:   # no pickle: a labels folder with only gensim's word2vec.kv is refused
         vectors = load_word_vectors(Path(labels_dir) / WORD2VEC)
     except WordVectorsError as exc:
         raise DataError(f"model.gcn.embeddings=word2vec needs text mining's word vectors: {exc}; or give "
                         "model.gcn.embeddings=FILE.npy") from None
     emb, _ = label_embeddings(label_names(labels_dir, target), vectors)
+    check_embedding_dim(emb, cfg.embedding_dim, f"{labels_dir}'s word2vec")
     return emb
 
 

@@ -1,6 +1,7 @@
 """ML-GCN: the correlation matrix against the paper's equations on a hand-made table, the GCN's
 normalisation, the head, and the label embeddings."""
 import numpy as np
+import pytest
 import scipy.sparse as sp
 import torch
 
@@ -78,3 +79,16 @@ def test_label_embeddings_average_words_and_fall_back():
     assert missing == [2] and np.isclose(np.linalg.norm(emb[2]), 1.0)
     again, _ = label_embeddings([["Cape May warbler"], ["warbler"], ["zzz"]], vectors, dim=2)
     assert np.allclose(emb, again)                     # the fallback is deterministic
+
+
+def test_gcn_embedding_dim_is_checked(tmp_path):
+    """The ML-GCN recipe asks for 300-d label vectors (model.gcn.embedding_dim): another width is
+    refused with one line naming the file."""
+    import numpy as np
+    from pretrain.data import DataError
+    from pretrain.gcn import load_embedding_matrix
+    path = tmp_path / "emb.npy"
+    np.save(path, np.zeros((4, 64), dtype=np.float32))
+    assert load_embedding_matrix(path, 4, dim=64).shape == (4, 64)
+    with pytest.raises(DataError, match="300"):
+        load_embedding_matrix(path, 4, dim=300)

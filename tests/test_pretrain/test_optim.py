@@ -46,3 +46,22 @@ def test_ema_update_formula():
         model.weight.add_(1.0)
     ema.update(model)
     assert torch.allclose(ema.module.weight, 0.9 * before + 0.1 * model.weight)
+
+
+def test_backbone_lr_scale_gives_the_head_the_lr_and_the_backbone_a_tenth():
+    """ML-GCN's get_config_optim: the pretrained layers at lr x lrp (0.1), the GCN at lr; the
+    schedule scales both groups alike."""
+    from pretrain.backbone import build_model, head_prefix
+    from pretrain.config import ModelConfig
+    model = build_model(ModelConfig(name="test_resnet"), 5)
+    head = {id(p) for n, p in model.named_parameters() if n.startswith(head_prefix(model) + ".")}
+    cfg = OptimConfig(lr=0.1, backbone_lr_scale=0.1, schedule="constant")
+    opt = build_optimizer(model, cfg)
+    seen = set()
+    for g in opt.param_groups:
+        ids = {id(p) for p in g["params"]}
+        seen |= ids
+        assert ids <= head or not ids & head                      # a group is all head or all backbone
+        assert g["lr"] == pytest.approx(0.1 if ids & head else 0.01)
+    assert seen == {id(p) for p in model.parameters()}
+    assert any({id(p) for p in g["params"]} & head for g in opt.param_groups)
