@@ -69,6 +69,7 @@ class ShardConfig:
     resize_shorter: int | None = None   # re-encode images whose shorter side is larger
     quality: int = 90                   # JPEG quality when re-encoding
     on_error: Literal["skip", "fail"] = "skip"
+    validate: Literal["full", "fast", "none"] = "full"   # how JPEGs are checked (pipeline/images.py)
 
     def __post_init__(self) -> None:
         check(self, max_size=at_least(1), max_count=at_least(1), resize_shorter=at_least(1),
@@ -234,7 +235,7 @@ def write_part(split: str, samples: pa.Table, root: str | Path, out: str | Path,
                 problems.add("missing_image", str(path), None, f"sample {row['key']}: not found")
                 continue
             try:
-                data, reencoded = as_jpeg(data, cfg.quality)
+                data, reencoded = as_jpeg(data, cfg.quality, cfg.validate)
             except BadImage as exc:
                 problems.add(exc.kind, str(path), None, f"sample {row['key']}: {exc}")
                 continue
