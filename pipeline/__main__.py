@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument("--max-count", type=int, help="samples per shard")
     shard.add_argument("--resize-shorter", type=int, metavar="S", help="re-encode to shorter side S")
     shard.add_argument("--on-error", choices=["skip", "fail"])
+    shard.add_argument("--validate", choices=["full", "fast", "none"],
+                       help="JPEG check: full (structure + decode, default), fast (structure only), none")
     shard.add_argument("--images-root", help="where the release's images are (default: ROOT)")
     shard.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     shard.add_argument("--part", type=int, help="write only this part (default $SLURM_ARRAY_TASK_ID with --num-parts)")
@@ -96,7 +98,8 @@ def _shard(args) -> int:
 
     cfg = load_config(ShardConfig, args.config, args.overrides, defaults={
         "max_size": parse_size(args.max_size) if args.max_size else None,
-        "max_count": args.max_count, "resize_shorter": args.resize_shorter, "on_error": args.on_error})
+        "max_count": args.max_count, "resize_shorter": args.resize_shorter, "on_error": args.on_error,
+        "validate": args.validate})
     splits = ["train", "val"] if args.split == "all" else [args.split]
     if args.labels:   # an unfinished labels folder is refused before --out is created or locked
         from text_mining.schema import read_complete
