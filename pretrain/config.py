@@ -76,6 +76,19 @@ class ModelConfig:
 
 
 @dataclass
+class MultiTaskConfig:
+    """The slide's future work, "multi-task multi-label pretraining": beside the WT-Set head (the
+    model's classifier over the keywords, data.target=keywords) an LW-Set head (a linear layer over
+    the classes on the same pooled features, weighted cross entropy on the label weights);
+    ``L = wt_weight * L_WT + lw_weight * L_LW``. The backbone is exported as for one head."""
+    lw_weight: float = 0.0                # 0: off (one head)
+    wt_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        check(self, lw_weight=at_least(0), wt_weight=at_least(0))
+
+
+@dataclass
 class LossConfig:
     name: Literal["soft_ce", "weighted_ce", "bce", "asl", "multilabel_soft_margin"] = "soft_ce"
     #                                       multilabel_soft_margin: ML-GCN's (torch's MultiLabelSoftMarginLoss,
@@ -91,6 +104,7 @@ class LossConfig:
     margin_beta: float = 1.2              # initial value of the learnable beta
     margin_sampling: Literal["reference", "stable"] = "reference"   # negatives: reference: as the authors'
     #                                       code (one global max: uniform in high dimensions); stable: per row
+    multitask: MultiTaskConfig = field(default_factory=MultiTaskConfig)   # WT-Set + LW-Set heads together
 
     def __post_init__(self) -> None:
         check(self, gamma_neg=at_least(0), gamma_pos=at_least(0), clip=between(0, 1), margin_lambda=between(0, 1),

@@ -96,7 +96,8 @@ class Trainer:
         self.micro_per_epoch = len(self.loader)
         self.steps_per_epoch = max(1, self.micro_per_epoch // self.grad_accum)
         self.total_steps = tc.max_steps or max(1, (tc.epochs * self.micro_per_epoch) // self.grad_accum)
-        self.criterion = build_criterion(cfg.loss, model, cfg.loader).to(self.device)
+        self.criterion = build_criterion(cfg.loss, model, cfg.loader, cfg.data.target, self.info.num_classes,
+                                         cfg.model.head).to(self.device)
         optimizer = build_optimizer(model, cfg.optim, list(self.criterion.parameters()))
         self.scheduler = build_scheduler(optimizer, cfg.optim, self.total_steps, self.steps_per_epoch)
         self.model, self.optimizer = acc.prepare(model, optimizer)
