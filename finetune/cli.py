@@ -3,10 +3,17 @@
     accelerate launch finetune/main.py --config configs/finetune/webvision.yaml init=PATH [key=value ...]
     python -m finetune train --config ... [key=value ...]                 (one process)
     python -m finetune evaluate --checkpoints PATH [PATH ...] --shards SHARDS [--split val] [--out FILE]
-    python -m finetune predict --checkpoints PATH [PATH ...] --shards SHARDS [--split val] --out FILE
+    python -m finetune predict --checkpoints PATH [PATH ...] --shards SHARDS [--split test] --out FILE [--probs FILE.npz]
     python -m finetune pseudo-label --checkpoints A [B ...] --shards SHARDS [--split train] --labels DIR --threshold T --out DIR
     python -m finetune ensemble --checkpoints A B [...] --shards SHARDS [--split val] [--predict FILE] [--out FILE]
     python -m finetune retrieve --checkpoint PATH --shards SHARDS --queries val --gallery val [--fit-whitening train]
+    python -m finetune export --checkpoint RUN[/best] --out DIR [--push-to-hub USER/REPO]   (finetune/export.py)
+    python -m finetune knn-eval --checkpoint RUN|none --train SHARDS/train --eval SHARDS/val [--k 20] [--linear-probe]
+
+predict and ensemble --predict write the challenge's submission (finetune/submission.py): one line
+per image of the split's file list, in its order, keyed by the list's file names, then the top-5
+class ids; a result JSON beside it. evaluate writes top-1/top-5 and their class-balanced forms to
+its JSON and a per-class table beside it (eval-val-per-class.csv).
 
 SHARDS is the shards root, as in the configs' data.shards (the folder `python -m pipeline shard
 --out` wrote, with train/ and val/); --split, --queries, --gallery and --fit-whitening name splits
@@ -24,6 +31,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from webtag.cli import run_training, setup_rank_logging
@@ -89,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--out", help="JSON file of the figures (default: <checkpoint folder>/retrieval.json)")
     pr = sub.add_parser("predict", help="top-5 class ids per image (challenge-style submission)")
     _infer_args(pr)
-    pr.add_argument("--out", required=True)
+    pr.add_argument("--out", required=True, help="the submission file")
+    _submission_args(pr)
     ps = sub.add_parser("pseudo-label", help="confident predictions replace the web labels")
     _infer_args(ps, split="train")
     ps.add_argument("--labels", required=True, help="the text-mining folder the shards were made from")
@@ -98,8 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     en = sub.add_parser("ensemble", help="average the models' probabilities; evaluate and/or predict")
     _infer_args(en)
     en.add_argument("--predict", help="also write a submission file here")
+    _submission_args(en)
     en.add_argument("--out", help="JSON file of the evaluation")
+    from .knn_eval import add_parser as add_knn_eval
+    add_knn_eval(sub)
+    from .export import add_arguments as export_arguments
+    export_arguments(sub.add_parser("export", help="a run as a timm / Hugging Face Hub model folder with a model card"))
     return ap
+
+
+def _submission_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--probs", metavar="FILE", help="also the top-k class ids and probabilities per image (.npz or .parquet)")
+    p.add_argument("--probs-top-k", type=int, default=5, metavar="K")
+    p.add_argument("--result", metavar="FILE", help="the result JSON (default: beside the submission, <name>.json)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "train":
         return train(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.command == "export":
+        from .export import main as export_main
+        return export_main(args)
+    if args.command == "knn-eval":
+        from .knn_eval import run as knn_eval
+        return knn_eval(args)
     import torch
 
     from pipeline.schema import split_folder
@@ -150,9 +176,20 @@ def main(argv: list[str] | None = None) -> int:
               f"new labels in {args.out}")
         return 0
     if args.command == "predict" or (args.command == "ensemble" and args.predict):
+        from .submission import SubmissionError, result_path
         target = args.out if args.command == "predict" else args.predict
-        n = infer.predict(models, split, target, **kw)
-        print(f"{n} predictions -> {target}")
+        t0 = time.time()
+        try:
+            n = infer.predict(models, split, target, probs_out=args.probs, probs_k=args.probs_top_k, **kw)
+        except (SubmissionError, ValueError) as exc:
+            log.error("%s", exc)
+            return 2
+        res = args.result or str(result_path(target))
+        infer.write_json(res, {"checkpoints": args.checkpoints, "models": infer.transforms(models),
+                               "shards": str(split), "split": split.name, "images": n, "submission": str(target),
+                               "probabilities": args.probs, "seconds": round(time.time() - t0, 3),
+                               "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        print(f"{n} predictions -> {target} (result {res})")
         if args.command == "predict":
             return 0
     if args.command == "evaluate" and args.target != "class":
@@ -163,14 +200,24 @@ def main(argv: list[str] | None = None) -> int:
               f"at {args.threshold}: CP {result['CP']:.4f} CR {result['CR']:.4f} CF1 {result['CF1']:.4f} "
               f"OP {result['OP']:.4f} OR {result['OR']:.4f} OF1 {result['OF1']:.4f}\nsaved {out}")
         return 0
-    result = infer.evaluate(models, split, names, **kw)
+    from .per_class import class_table, per_class_path, write_per_class
+    result, rows = infer.evaluate(models, split, names, **kw)
     out = args.out or str(Path(args.checkpoints[0]) if Path(args.checkpoints[0]).is_dir()
                           else Path(args.checkpoints[0]).parent) + f"/eval-{split.name}.json"
-    result.update(checkpoints=args.checkpoints, shards=str(split))
+    result.update(checkpoints=args.checkpoints, models=infer.transforms(models), shards=str(split), split=split.name)
+    if result["images"] == 0 and args.command == "ensemble" and args.predict:
+        print(f"{split} has no labelled image: predictions only")
+        return 0
+    if result["images"] == 0:
+        log.error("%s has no labelled image (a test split?): nothing to evaluate; use predict", split)
+        return 2
+    table = class_table(models[0][1].get("labels"), int(models[0][1]["num_classes"]))
+    write_per_class(per_class_path(out), rows, table)
     infer.write_json(out, result)
     print(f"{'ensemble of ' + str(len(models)) + ' models' if len(models) > 1 else args.checkpoints[0]} on "
           f"{split}: {result['images']} images, top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}, "
-          f"mean per-class accuracy {result['mean_class_acc']:.4f} ({result['classes_seen']} classes)")
+          f"balanced top-1 {result['top1_balanced']:.4f}, top-5 {result['top5_balanced']:.4f} "
+          f"({result['classes_evaluated']} classes, {result['classes_absent']} absent from {split.name})")
     for c in result["confusions"][:5]:
         print(f"  confused: {c.get('true_name', c['true'])} -> {c.get('predicted_name', c['predicted'])} x{c['count']}")
     print(f"saved {out}")

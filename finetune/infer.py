@@ -11,14 +11,12 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-import pyarrow.parquet as pq
 import torch
 
-from pipeline import schema
 from pipeline.loader import LoaderConfig, ShardLoader
 from pretrain.evaluation import model_outputs
 from pretrain.model import load_model
-from webtag.atomic import atomic_file, write_text_atomic
+from webtag.atomic import write_text_atomic
 
 from .metrics import ClassificationMeter
 
@@ -58,7 +56,8 @@ def ensemble_batches(models: list[tuple[torch.nn.Module, dict]], split_dir: str 
         yield (probs / len(models)).cpu(), fields
 
 
-def evaluate(models, split_dir, class_names: list[str] | None = None, **kw) -> dict:
+def evaluate(models, split_dir, class_names: list[str] | None = None, **kw) -> tuple[dict, list[dict]]:
+    """The metrics (:meth:`ClassificationMeter.result`) and the per-class rows."""
     meter = ClassificationMeter(models[0][1]["num_classes"])
     for probs, fields in ensemble_batches(models, split_dir, **kw):
         meter.update(probs, fields["class_id"])
@@ -66,27 +65,39 @@ def evaluate(models, split_dir, class_names: list[str] | None = None, **kw) -> d
     if class_names:
         for c in result["confusions"]:
             c["true_name"], c["predicted_name"] = class_names[c["true"]], class_names[c["predicted"]]
-    return result
+    return result, meter.per_class()
 
 
-def keys_by_index(split_dir: str | Path) -> dict[int, str]:
-    t = pq.read_table(Path(split_dir) / schema.MANIFEST_FILE, columns=["index", "key"]).to_pydict()
-    return dict(zip(t["index"], t["key"]))
+def predict(models, split_dir, out: str | Path, k: int = 5, probs_out: str | Path | None = None,
+            probs_k: int = 5, **kw) -> int:
+    """Challenge-style submission (:mod:`finetune.submission`): one line per image of the split's
+    file list, in its order, ``<list name> <top-k class ids, best first>``; with ``probs_out``
+    also the top-``probs_k`` ids and probabilities per image. Checked against the list before
+    anything is written (SubmissionError). Returns the number of lines."""
+    import numpy as np
 
-
-def predict(models, split_dir, out: str | Path, k: int = 5, **kw) -> int:
-    """Challenge-style submission: one line per image, ``<key> <top-k class ids, best first>``,
-    in the order of the split's list. Returns the number of lines."""
-    keys = keys_by_index(split_dir)
-    rows = {}
+    from . import submission
+    kk = max(k, probs_k if probs_out else 0)
+    ids, scores = {}, {}
     for probs, fields in ensemble_batches(models, split_dir, **kw):
-        top = probs.topk(min(k, probs.shape[1]), dim=1).indices.tolist()
-        for idx, ids in zip(fields["index"].tolist(), top):
-            rows[idx] = ids
-    with atomic_file(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        for idx in sorted(rows):
-            fh.write(keys[idx] + " " + " ".join(map(str, rows[idx])) + "\n")
-    return len(rows)
+        top = probs.topk(min(kk, probs.shape[1]), dim=1)
+        for idx, i, v in zip(fields["index"].tolist(), top.indices.tolist(), top.values.tolist()):
+            ids[idx], scores[idx] = i, v
+    submission.check_complete(split_dir, ids)
+    names = submission.list_names(split_dir)
+    n = submission.write_submission(out, names, {i: v[:k] for i, v in ids.items()})
+    if probs_out:
+        order = sorted(ids)
+        submission.write_probabilities(probs_out, [names[i] for i in order],
+                                       np.array([ids[i][:probs_k] for i in order]),
+                                       np.array([scores[i][:probs_k] for i in order]))
+    return n
+
+
+def transforms(models) -> list[dict]:
+    """What a result JSON says of each model: name, image size and crop (its eval transform)."""
+    return [{"model": info.get("model"), "image_size": info.get("image_size"), "crop_pct": info.get("crop_pct", 0.875),
+             "step": info.get("step")} for _, info in models]
 
 
 def write_json(path: str | Path, data: dict) -> None:

@@ -1,4 +1,11 @@
-"""Single-label classification metrics: top-1, top-5, mean per-class accuracy, confusions."""
+"""Single-label classification metrics: top-1, top-5, their class-balanced forms, per-class
+figures, confusions.
+
+The balanced forms are the WebVision challenge's: the mean over classes of each class's accuracy
+(top-1 or top-5; the challenge ranks by the balanced top-5). Classes with no image in the
+evaluated split are left out of that mean, and how many classes it covers is stated
+(``classes_evaluated``, ``classes_absent``). Images whose class id is negative (a test split
+without labels) are not counted."""
 from __future__ import annotations
 
 from collections import Counter
@@ -19,13 +26,17 @@ class ClassificationMeter:
         self.confusions: Counter = Counter()   # (true, predicted) -> count, errors only
 
     def update(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
+        """A class scored -inf is never a hit (the k-NN's classes without a vote)."""
         k = min(5, scores.shape[1])
-        top = scores.topk(k, dim=1).indices.cpu().numpy()
+        values, top = scores.topk(k, dim=1)
+        top, ranked = top.cpu().numpy(), torch.isfinite(values).cpu().numpy()
         y = labels.cpu().numpy().astype(np.int64)
+        labelled = y >= 0
+        top, ranked, y = top[labelled], ranked[labelled], y[labelled]
         np.add.at(self.total, y, 1)
-        hit1 = top[:, 0] == y
+        hit1 = (top[:, 0] == y) & ranked[:, 0]
         np.add.at(self.correct1, y[hit1], 1)
-        np.add.at(self.correct5, y[(top == y[:, None]).any(axis=1)], 1)
+        np.add.at(self.correct5, y[((top == y[:, None]) & ranked).any(axis=1)], 1)
         for t, p in zip(y[~hit1].tolist(), top[~hit1, 0].tolist()):
             self.confusions[(t, p)] += 1
 
@@ -38,16 +49,27 @@ class ClassificationMeter:
     def result(self, top_confusions: int = 10) -> dict:
         n = int(self.total.sum())
         seen = self.total > 0
-        per_class = self.correct1[seen] / self.total[seen]
+        bal1 = float((self.correct1[seen] / self.total[seen]).mean()) if seen.any() else 0.0
+        bal5 = float((self.correct5[seen] / self.total[seen]).mean()) if seen.any() else 0.0
         return {
             "images": n,
             "top1": float(self.correct1.sum() / max(1, n)),
             "top5": float(self.correct5.sum() / max(1, n)),
-            "mean_class_acc": float(per_class.mean()) if seen.any() else 0.0,
+            "top1_balanced": bal1,
+            "top5_balanced": bal5,
+            "classes_evaluated": int(seen.sum()),
+            "classes_absent": int(self.num_classes - seen.sum()),
+            "mean_class_acc": bal1,                  # the older name of top1_balanced
             "classes_seen": int(seen.sum()),
             "confusions": [{"true": t, "predicted": p, "count": c}
                            for (t, p), c in self.confusions.most_common(top_confusions)],
         }
+
+
+    def per_class(self) -> list[dict]:
+        """One row per class with images in the split: class id, count, top-1, top-5."""
+        return [{"class_id": c, "count": int(self.total[c]), "top1": float(self.correct1[c] / self.total[c]),
+                 "top5": float(self.correct5[c] / self.total[c])} for c in np.nonzero(self.total)[0].tolist()]
 
 
 def average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:

@@ -71,7 +71,13 @@ class FinetuneTrainer(Trainer):
             meter = merged
         result = meter.result()
         self.last_eval = result
-        return {"val_top1": result["top1"], "val_top5": result["top5"], "val_mean_class_acc": result["mean_class_acc"]}
+        if self.is_main:   # the per-class table of the latest evaluation, beside metrics.csv
+            from .per_class import class_table, write_per_class
+            write_per_class(self.out / f"{self.cfg.eval_split}-per-class.csv", meter.per_class(),
+                            class_table(self.cfg.data.labels, self.info.num_outputs))
+        return {"val_top1": result["top1"], "val_top5": result["top5"], "val_mean_class_acc": result["mean_class_acc"],
+                "val_top1_balanced": result["top1_balanced"], "val_top5_balanced": result["top5_balanced"],
+                "val_classes_evaluated": result["classes_evaluated"]}
 
     def on_evaluated(self, metrics: dict) -> None:
         top1 = metrics.get("val_top1")
@@ -85,7 +91,9 @@ class FinetuneTrainer(Trainer):
     def model_info(self) -> dict:
         info = super().model_info()
         if getattr(self, "last_eval", None):
-            info.update(val_top1=self.last_eval["top1"], val_top5=self.last_eval["top5"])
+            info.update(val_top1=self.last_eval["top1"], val_top5=self.last_eval["top5"],
+                        val_top1_balanced=self.last_eval["top1_balanced"],
+                        val_top5_balanced=self.last_eval["top5_balanced"])
         return info
 
 

@@ -139,18 +139,16 @@ def test_ensemble_averages_the_models_probabilities(shards_v1, tmp_path):
     assert torch.allclose(both.sum(dim=1), torch.ones(len(both)), atol=1e-5)
 
 
-def test_predict_and_write_json_keep_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+def test_submission_and_write_json_keep_the_old_file_when_writing_fails(tmp_path):
     """A submission or report half written (killed, or failing mid-way) leaves the previous file
     and no leftover beside it (webtag.atomic)."""
     from finetune import infer
-    monkeypatch.setattr(infer, "keys_by_index", lambda split_dir: {0: "val/0"})   # no key for image 1
-    monkeypatch.setattr(infer, "ensemble_batches", lambda models, split_dir, **kw: iter(
-        [(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), {"index": torch.tensor([0, 1])})]))
+    from finetune.submission import write_submission
     out = tmp_path / "pred" / "submission.txt"
     out.parent.mkdir()
     out.write_text("old\n")
-    with pytest.raises(KeyError):
-        infer.predict([], "unused", out, k=1)
+    with pytest.raises(KeyError):   # no name for the second image: fails after the first line
+        write_submission(out, {0: "val000001.jpg"}, {0: [1, 0], 1: [0, 1]})
     assert out.read_text() == "old\n" and [p.name for p in out.parent.iterdir()] == ["submission.txt"]
     infer.write_json(tmp_path / "new" / "r.json", {"a": 1})
     assert json.loads((tmp_path / "new" / "r.json").read_text()) == {"a": 1}
