@@ -139,7 +139,8 @@ class MarginLoss(nn.Module):
                 e.detach(), ~same, self.cutoff, self.nonzero)
             counts = pos.sum(dim=1)
             has_negative = (probs > 0).any(dim=1)
-            negatives = sample_negatives(probs, counts, generator)
+            # drawn on the CPU (one B x B copy instead of a device sync per anchor); a CPU generator
+            negatives = sample_negatives(probs.cpu(), counts.cpu(), generator).to(e.device)
             keep = has_negative[anchors]   # a batch of one instance only has no negative
         a, p = anchors[keep], positives[keep]
         d_ap = torch.sqrt(((e[p] - e[a]) ** 2).sum(dim=1) + 1e-8)
