@@ -6,6 +6,7 @@
     python -m text_mining tag --webvision ROOT --out DIR --part I --num-parts N [...]
     python -m text_mining merge --webvision ROOT --out DIR [...]
     python -m text_mining install-wordnet [--source /usr/share/wordnet] [--dest NLTK_DATA]
+    python -m text_mining inspect --labels MINED --webvision ROOT [--shards SHARDS] --out DIR
 
 Each command holds the run lock of --out while it runs (webtag/lock.py): ``run``, ``vocabulary``
 and ``merge`` the whole folder, ``count`` and ``tag`` their part (the parts of a Slurm array run
@@ -52,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
                                   ("tag", "map: keyword ids and label weights", True),
                                   ("merge", "reduce: final Parquet tables and report", False)]:
         _common(sub.add_parser(name, help=helptext), parts)
+    ins = sub.add_parser("inspect", help="static HTML report of a text-mining output (text_mining/inspect.py)")
+    ins.add_argument("--labels", required=True, help="text-mining output folder")
+    ins.add_argument("--webvision", help="release root: thumbnails from its images, text excerpts")
+    ins.add_argument("--shards", help="shard folder: thumbnails from its train shards instead")
+    ins.add_argument("--out", required=True, help="report folder (a previous report there is replaced)")
+    ins.add_argument("--per-class", type=int, default=6, help="clean and suspect thumbnails per class")
+    ins.add_argument("--seed", type=int, default=0, help="seed of the thumbnail sample")
     wn = sub.add_parser("install-wordnet", help="copy Debian's WordNet 3.0 into an nltk_data folder")
     wn.add_argument("--source", default="/usr/share/wordnet")
     wn.add_argument("--dest", default=None, help="nltk_data folder (default: <sys.prefix>/nltk_data)")
@@ -69,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "install-wordnet":
             print(install_wordnet(args.source, args.dest))
+            return 0
+        if args.command == "inspect":
+            from .inspect import inspect   # its errors (and the labels folder's) are ValueErrors
+            inspect(args.labels, args.webvision, args.out, args.shards, per_class=args.per_class, seed=args.seed)
+            print(f"{args.out}/index.html")
             return 0
         cfg = load_config(TextMiningConfig, args.config, args.overrides,
                           defaults={"reader.on_error": args.on_error})
