@@ -52,7 +52,8 @@ from realistic_text import realistic_release  # noqa: E402
 
 
 class UncachedLexicon(WordNetLexiconFilter):
-    """The same decisions, recomputed for every token occurrence (no cache)."""
+    """The same decisions, recomputed for every token occurrence with NLTK's own calls (no cache,
+    no in-memory sense counts): a plain per-record pipeline."""
 
     tokens_seen = 0
 
@@ -60,7 +61,7 @@ class UncachedLexicon(WordNetLexiconFilter):
         self.tokens_seen += len(tokens)
         out = []
         for tok in tokens:
-            kw = self._decide(tok.lower())
+            kw = self.decide_nltk(tok.lower())
             if kw is not None:
                 out.append(kw)
         return out
