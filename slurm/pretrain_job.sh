@@ -9,11 +9,14 @@
 # writes $WEBTAG_CONTROL_DIR/stop, the training saves a checkpoint at its next check
 # (train.log_every steps) and exits with status "stopped", and the job requeues itself. The next
 # start resumes from that checkpoint (train.resume=auto). Preemption, scancel and the time limit
-# itself send TERM to every process of the job (SIGKILL follows after KillWait, 30 s by default):
-# this shell traps it and requeues the job, which resumes from the newest checkpoint. Known
-# limit: srun answers its own TERM by forcing the step's termination, so the training is killed
-# before its per-step stop check can save (tests/test_faults/test_slurm_preemption.py, a strict
-# xfail); the work since the last periodic checkpoint (train.checkpoint_every) is redone.
+# send TERM (SIGKILL follows after KillWait, 30 s by default). srun answers a TERM of its own by
+# SIGKILLing its step at once ("forcing job termination"), before the training could save, so srun
+# runs in a session of its own (setsid): a TERM to this shell's process group (`scancel --full`,
+# `--batch`) does not reach it. This shell's TERM trap passes the TERM on to the step's processes
+# (`scancel --signal=TERM JOB`: the steps, never srun itself); the training's per-step stop check
+# (train.stop_check_every) sees it, saves a checkpoint within the grace time and exits "stopped",
+# and the job requeues itself (tests/test_faults/test_slurm_preemption.py, on the local cluster,
+# proctrack/linuxproc). A TERM sent to the steps directly reaches the training the same way.
 # Environment: PYTHON, PROCS_PER_NODE, MAIN_PORT, WEBTAG_CONTROL_DIR (node-local folder on the
 # head node; default under $TMPDIR or /tmp).
 set -euo pipefail
@@ -58,13 +61,20 @@ on_signal() {
   stop_asked=$1
   echo "[$TAG] $(date +%T) got $1: asking the training to save a checkpoint and stop"
   touch "$WEBTAG_CONTROL_DIR/stop"
+  # TERM: the grace time is short, so the training must see a signal (its per-step check), not
+  # only the control file (read at log points); the steps' processes, not srun, get it
+  if [ "$1" = TERM ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+    scancel --signal=TERM "$SLURM_JOB_ID" || echo "[$TAG] could not pass TERM on to the job's steps" >&2
+  fi
 }
 trap 'on_signal USR1' USR1
 trap 'on_signal TERM' TERM
 
 echo "[$TAG] $(date +%T) job ${SLURM_JOB_ID:-?} start ${SLURM_RESTART_COUNT:-0}: $NNODES node(s) x $PPN process(es)," \
      "head $HEAD:$PORT${ACCELERATE_USE_CPU:+ (CPU, gloo)}; config $CONFIG $*"
-srun --kill-on-bad-exit=1 --ntasks="$NNODES" --ntasks-per-node=1 bash -c "$CMD" &
+# setsid: srun in a session (and process group) of its own, out of reach of a TERM to this shell's
+# process group (srun would SIGKILL the step); the TERM trap above passes the TERM on to the steps
+setsid srun --kill-on-bad-exit=1 --ntasks="$NNODES" --ntasks-per-node=1 bash -c "$CMD" &
 pid=$!
 rc=0
 while :; do

@@ -2,8 +2,8 @@
 pretraining job (what preemption, ``scancel`` and the time limit send before SIGKILL), a
 checkpoint, the job requeued, resumed, finished at the same final step as an uninterrupted run.
 
-Known to fail today (strict xfail): srun answers its own SIGTERM by forcing the step's
-termination, so the trainer is SIGKILLed before it saves; see the marker's reason.
+srun answers a SIGTERM of its own by SIGKILLing its step ("forcing job termination"): the job script
+runs srun in a session of its own and passes the TERM on to the steps, which this test shows.
 
 Needs a running cluster (scripts/local_slurm.sh start; .ci/run starts one); skipped otherwise."""
 import json
@@ -19,9 +19,6 @@ from slurm_cluster import preempt_requeue_and_finish, requires_slurm
 pytestmark = requires_slurm()
 
 
-@pytest.mark.xfail(strict=True, reason="open: srun takes the SIGTERM as 'forcing job termination' and SIGKILLs "
-                   "the step before the trainer's per-step check can save; the job still requeues (the "
-                   "script's TERM trap) and resumes from the newest periodic checkpoint")
 def test_sigterm_to_the_whole_job_checkpoints_requeues_and_resumes(shards_v1, mined_v1, tmp_path):
     from conftest import PRETRAIN_EXAMPLE, pretrain_overrides
     from pretrain import checkpoint as ckpt
