@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_knn_eval(sub)
     from .export import add_arguments as export_arguments
     export_arguments(sub.add_parser("export", help="a run as a timm / Hugging Face Hub model folder with a model card"))
+    from .report import add_arguments as report_arguments
+    report_arguments(sub.add_parser("report", help="a run's curves and most confused classes as PNG + HTML"))
     return ap
 
 
@@ -131,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "export":
         from .export import main as export_main
         return export_main(args)
+    if args.command == "report":
+        from .report import main as report_main
+        return report_main(args)
     if args.command == "knn-eval":
         from .knn_eval import run as knn_eval
         return knn_eval(args)
