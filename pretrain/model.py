@@ -14,6 +14,7 @@ import timm
 from torch import nn
 
 from webtag.atomic import atomic_file, write_text_atomic
+from webtag.model_folder import portable_info, resolve_info, safetensors_metadata, write_timm_config
 
 from .backbone import backbone_state, build_model, head_prefix
 from .config import ModelConfig
@@ -44,10 +45,11 @@ def save_backbone(model: nn.Module, folder: str | Path, model_name: str, extra: 
 
     folder = Path(folder)
     state = backbone_state(model)
+    info = portable_info({"model": model_name, "head": head_prefix(model),
+                          "num_features": getattr(model, "num_features", None), "tensors": len(state),
+                          **(extra or {})}, folder)
     with atomic_file(folder / BACKBONE_WEIGHTS) as tmp:
-        save_file(state, str(tmp), metadata={"model": model_name})
-    info = {"model": model_name, "head": head_prefix(model), "num_features": getattr(model, "num_features", None),
-            "tensors": len(state), **(extra or {})}
+        save_file(state, str(tmp), metadata=safetensors_metadata(info))
     write_text_atomic(folder / BACKBONE_INFO, json.dumps(info, indent=2) + "\n")
     return folder / BACKBONE_WEIGHTS
 
@@ -60,9 +62,11 @@ def save_model(model: nn.Module, folder: str | Path, info: dict) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    info = portable_info(info, folder)   # labels relative to the folder, with name and fingerprints
     with atomic_file(folder / MODEL_WEIGHTS) as tmp:
-        save_file(state, str(tmp), metadata={"model": str(info.get("model"))})
+        save_file(state, str(tmp), metadata=safetensors_metadata(info))
     write_text_atomic(folder / MODEL_INFO, json.dumps(info, indent=2) + "\n")
+    write_timm_config(folder, info, getattr(model, "num_features", None), head_prefix(model))   # timm local-dir:
     return folder / MODEL_WEIGHTS
 
 
@@ -70,7 +74,7 @@ def read_model_info(path: str | Path) -> dict | None:
     """The model.json beside a whole model (``path``: its folder or its model.safetensors), or None."""
     path = Path(path)
     meta = (path if path.is_dir() else path.parent) / MODEL_INFO
-    return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else None
+    return resolve_info(json.loads(meta.read_text(encoding="utf-8")), meta.parent) if meta.is_file() else None
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict]:
