@@ -2,11 +2,14 @@
 
     python bench/loader.py [--classes 40] [--images-per-class 100] [--workers N] [--batch 64]
                            [--image-size 224] [--epochs 2] [--repeats 5] [--device cpu|cuda]
-                           [--workdir DIR]
+                           [--workdir DIR] [--images DIR]
 
 Builds a generated WebVision-format example (text mining + shards; kept in --workdir), then
 measures in one run:
-- the shard writer's images/s/core (one process, JPEGs kept as they are);
+- the shard writer's images per CPU-second (one process, JPEGs kept as they are) with each of
+  ``--validate full|fast|none``, against a plain PIL loop (read, full decode) over the same files;
+- with --images DIR: the example's training images replaced by the real JPEGs of DIR (cycled;
+  e.g. camera photos), so every figure is measured on them;
 - the full loader (tar reading, shuffle buffer, decode, RandomResizedCrop, flip, batching, worker
   processes) over --epochs consecutive epochs from a cold start, in images/s per worker core,
   against a plain loop that decodes and augments the same JPEGs (already in memory) into one
@@ -112,6 +115,31 @@ class PeakRss:
         self._thread.join()
 
 
+def use_photos(root: Path, rel_paths: list[str], photos_dir: Path) -> None:
+    """Overwrite the example's training images with the real JPEGs of ``photos_dir``, cycled."""
+    photos = sorted(p for p in photos_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+    if not photos:
+        sys.exit(f"error: {photos_dir}: no .jpg or .jpeg files")
+    stamp = root / "photos.txt"
+    if stamp.exists() and stamp.read_text() == str(photos_dir.resolve()):
+        return
+    import shutil
+    for i, rel in enumerate(rel_paths):
+        shutil.copyfile(photos[i % len(photos)], root / rel)
+    stamp.write_text(str(photos_dir.resolve()))
+
+
+def pil_loop(paths: list[Path]) -> float:
+    """Images per CPU-second of the plain loop: read the file, decode it fully with PIL."""
+    import io
+
+    from PIL import Image
+    t = time.process_time()
+    for p in paths:
+        Image.open(io.BytesIO(p.read_bytes())).convert("RGB")
+    return len(paths) / (time.process_time() - t)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--classes", type=int, default=40)
@@ -124,6 +152,7 @@ def main() -> None:
     ap.add_argument("--shard-count", type=int, default=250, help="samples per shard")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--images", default=None, metavar="DIR", help="real JPEGs to use as the training images")
     args = ap.parse_args()
     setup_logging("WARNING")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_loader_"))
@@ -134,13 +163,20 @@ def main() -> None:
         cfg = load_config(TextMiningConfig, REPO / "configs" / "text_mining" / "example.yaml")
         run_all(root, mined, cfg, workers=os.cpu_count() or 1)
 
-    # shard writer, one process, no re-encoding
+    # shard writer, one process, no re-encoding, each validation mode; the plain PIL loop beside it
     import shutil
-    shutil.rmtree(shards, ignore_errors=True)
     samples = split_samples("train", root, mined)
-    t = time.perf_counter()
-    write_part("train", samples, root, shards, ShardConfig(max_count=args.shard_count), 0, 1)
-    writer_rate = samples.num_rows / (time.perf_counter() - t)
+    if args.images:
+        use_photos(root, samples.column("path").to_pylist(), Path(args.images))
+    paths = [root / p for p in samples.column("path").to_pylist()]
+    writer_rates = {}
+    for mode in ("full", "fast", "none"):
+        shutil.rmtree(shards, ignore_errors=True)
+        t = time.process_time()
+        write_part("train", samples, root, shards, ShardConfig(max_count=args.shard_count, validate=mode), 0, 1)
+        writer_rates[mode] = samples.num_rows / (time.process_time() - t)
+    pil_rate = pil_loop(paths)
+    writer_rate = writer_rates["full"]
     merge_split(shards, "train")
     split = shards / "train"
     n = sum(schema.read_sizes(split).values())
@@ -194,11 +230,15 @@ def main() -> None:
     steady_ratios = [x / p for x, p in zip(steady_rates, around)]
     med = statistics.median
     ratio, steady_ratio = med(ratios), med(steady_ratios)
-    print(f"\n{n} images in {len(schema.read_sizes(split))} shards (generated example, "
+    print(f"\n{n} images in {len(schema.read_sizes(split))} shards "
+          f"({'real JPEGs of ' + args.images if args.images else 'generated example'}, "
           f"{sum(len(j) for j in jpegs) / len(jpegs) / 1024:.1f} KB mean JPEG), batch {args.batch}, "
           f"{args.image_size}px, {args.workers} worker processes on {os.cpu_count()} cores, "
           f"{args.repeats} loader runs each between two plain runs")
     print(f"shard writer: {writer_rate:.0f} images/s/core (goal >= 1000, no re-encoding)")
+    print("shard writer per CPU-second by --validate: " + ", ".join(
+        f"{m} {r:.0f} ({r / pil_rate:.1f}x the plain PIL loop)" for m, r in writer_rates.items())
+        + f"; plain PIL loop (read + full decode) {pil_rate:.0f} images per CPU-second")
     print(f"plain decode+augment loop: {med(plain_rates):.0f} images/s on one core "
           f"(median; {min(plain_rates):.0f}-{max(plain_rates):.0f})")
     print(f"full loader, {args.epochs} whole epochs from a cold start: {med(loader_rates):.0f} images/s per "

@@ -24,3 +24,23 @@ def test_loader_bench_runs(tmp_path):
                      r"webdataset tar_file_iterator (\d+) \(([\d.]+)x\)", out)
     assert tars, out
     assert all(int(tars.group(i)) > 0 for i in (1, 2, 4))
+
+
+def test_loader_bench_on_real_jpegs_reports_each_validate_mode(tmp_path):
+    """--images DIR: the training images replaced by real photos (matplotlib ships one)."""
+    import matplotlib
+    from pathlib import Path
+    photo = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "grace_hopper.jpg").write_bytes(photo.read_bytes())
+    res = subprocess.run([sys.executable, str(REPO / "bench" / "loader.py"), "--classes", "3",
+                          "--images-per-class", "6", "--batch", "4", "--image-size", "32",
+                          "--workers", "1", "--repeats", "1", "--epochs", "1", "--shard-count", "10",
+                          "--workdir", str(tmp_path / "work"), "--images", str(photos)],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "real JPEGs of" in res.stdout, res.stdout
+    modes = re.search(r"by --validate: full (\d+) \([\d.]+x the plain PIL loop\), fast (\d+) .*none (\d+) .*"
+                      r"plain PIL loop \(read \+ full decode\) (\d+) images per CPU-second", res.stdout)
+    assert modes and all(int(modes.group(i)) > 0 for i in range(1, 5)), res.stdout
