@@ -8,7 +8,10 @@
 #                         (gloo on CPU; one process per GPU where there are GPUs), checkpoints,
 #                         metrics.csv, backbone.safetensors
 #   runs/example-ft       finetuning from that backbone with a new head on the class labels, then
-#                         evaluation of its best model on the val shards (top-1, top-5, per class)
+#                         evaluation of its best model on the val shards (top-1, top-5, per class),
+#                         and its run report (runs/example-ft/report/index.html)
+#   data/example_inspect  the inspection report of the mined labels (python -m text_mining inspect),
+#                         whose path it prints last
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -37,3 +40,8 @@ echo "Outputs: data/example_mined/{images,vocabulary,classes,keyword_classes}.pa
 echo "         data/example_shards/{train,val}/*.tar with manifest.parquet, sizes.json, report.json"
 echo "         runs/example-wt/{metrics.csv,checkpoints/,backbone.safetensors,config.yaml}"
 echo "         runs/example-ft/{metrics.csv,best/,model.safetensors}, best/eval-val.json"
+"$PY" -m finetune report --run runs/example-ft >/dev/null
+echo "         runs/example-ft/report/index.html (curves, most confused classes)"
+"$PY" -m text_mining inspect --labels data/example_mined --webvision data/example --out data/example_inspect >/dev/null
+echo
+echo "Inspection report of the mined labels (open it in a browser): $(pwd)/data/example_inspect/index.html"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set-up on a fresh Debian machine with Python >= 3.10; safe to run twice (fast the second time).
-#   - Debian packages: WordNet 3.0 (wordnet-base, wordnet-sense-index), venv support;
+#   - Debian packages: WordNet 3.0 (wordnet-base, wordnet-sense-index), venv support, chromium and
+#     chromium-driver (the browser test of the inspection report);
 #   - .venv/ with PyTorch ($TORCH_SPEC) and webtag (editable, with the dev extra);
 #   - WordNet copied into .venv/nltk_data, where NLTK looks by default.
 set -euo pipefail
@@ -15,6 +16,9 @@ apt_missing=()
 [ -f /usr/share/wordnet/data.noun ] || apt_missing+=(wordnet-base)
 [ -f /usr/share/wordnet/index.sense ] || apt_missing+=(wordnet-sense-index)
 "$PYTHON" -c "import ensurepip, venv" 2>/dev/null || apt_missing+=(python3-venv)
+# headless Chromium and its driver: the test that opens the inspection report in a browser
+command -v chromium >/dev/null || apt_missing+=(chromium)
+command -v chromedriver >/dev/null || apt_missing+=(chromium-driver)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "[setup] installing Debian packages: ${apt_missing[*]}"
   $SUDO apt-get update -qq

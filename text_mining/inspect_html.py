@@ -13,7 +13,7 @@ h1{margin:.6em 0 .2em} h2{border-bottom:1px solid #ccc;padding-top:.6em}
 table{border-collapse:collapse} td,th{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
 .plots img{max-width:48%;margin:4px} .cls{border:1px solid #ddd;border-radius:6px;margin:10px 0;padding:6px 10px}
 .cls.hidden,.kwgrid.hidden{display:none} .grid{display:flex;flex-wrap:wrap;gap:8px}
-.side{flex:1;min-width:300px} .card{width:150px;font-size:11px;border:1px solid #eee;padding:3px}
+.side{flex:1;min-width:300px} .card{width:150px;font-size:11px;border:1px solid #eee;padding:3px;overflow-wrap:anywhere}
 .card img{display:block;max-width:140px;max-height:140px} .suspect .card{background:#fff3f0}
 .clean .card{background:#f2fff2} .noise{font-weight:bold} input#filter{font-size:16px;width:24em}
 .kw{color:#355e9c} .missing{color:#a00}

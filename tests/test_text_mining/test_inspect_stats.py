@@ -81,6 +81,7 @@ def test_estimated_noise_follows_the_planted_noise(tmp_path):
     truth = true_noise(plan)
     est = [estimated[c.wnid] for c in plan.classes]
     r = float(np.corrcoef(truth, est)[0, 1])
-    print(f"planted {np.round(truth, 3).tolist()}\nestimated {np.round(est, 3).tolist()}\nPearson r = {r:.3f}")
+    print(f"planted {np.round(truth, 3).tolist()}\nestimated {np.round(est, 3).tolist()}\nPearson r = {r:.3f}; "
+          f"mean planted {np.mean(truth):.3f}, mean estimated {np.mean(est):.3f}")
     assert r >= 0.4, (r, truth, est)
     assert max(truth) >= 0.25 and min(truth) == 0.0     # the planted rates do differ
