@@ -66,7 +66,7 @@ class MultiGrainCriterion(Criterion):
 
     def learned(self) -> dict[str, float]:
         beta = self.margin.beta
-        return {"margin_beta": float(beta)} if isinstance(beta, torch.Tensor) else {}
+        return {"margin_beta": float(beta.detach())} if isinstance(beta, torch.Tensor) else {}
 
 
 class MultiTaskCriterion(Criterion):
