@@ -77,6 +77,8 @@ def predict(models, split_dir, out: str | Path, k: int = 5, probs_out: str | Pat
     import numpy as np
 
     from . import submission
+    if probs_out:
+        submission.check_probs_path(probs_out)
     kk = max(k, probs_k if probs_out else 0)
     ids, scores = {}, {}
     for probs, fields in ensemble_batches(models, split_dir, **kw):
@@ -85,6 +87,10 @@ def predict(models, split_dir, out: str | Path, k: int = 5, probs_out: str | Pat
             ids[idx], scores[idx] = i, v
     submission.check_complete(split_dir, ids)
     names = submission.list_names(split_dir)
+    unnamed = sorted(set(ids) - set(names))
+    if unnamed:
+        raise submission.SubmissionError(f"{split_dir}: {len(unnamed)} predicted images have no name in the shards' "
+                                         f"records (list positions {unnamed[:5]})")
     n = submission.write_submission(out, names, {i: v[:k] for i, v in ids.items()})
     if probs_out:
         order = sorted(ids)

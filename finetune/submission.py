@@ -46,11 +46,14 @@ def list_names(split_dir: str | Path) -> dict[int, str]:
     split_dir = Path(split_dir)
     names: dict[int, str] = {}
     for shard in schema.read_sizes(split_dir):
-        with tarfile.open(split_dir / shard, "r:") as tar:
-            for member in tar:
-                if member.isfile() and member.name.endswith("." + schema.LABELS_EXT):
-                    rec = json.loads(tar.extractfile(member).read())
-                    names[int(rec.get(LIST_INDEX, rec["index"]))] = list_name(rec)
+        try:
+            with tarfile.open(split_dir / shard, "r:") as tar:
+                for member in tar:
+                    if member.isfile() and member.name.endswith("." + schema.LABELS_EXT):
+                        rec = json.loads(tar.extractfile(member).read())
+                        names[int(rec.get(LIST_INDEX, rec["index"]))] = list_name(rec)
+        except (OSError, tarfile.TarError, ValueError, KeyError) as exc:
+            raise SubmissionError(f"{split_dir / shard}: cannot read the images' list names ({exc})") from None
     return names
 
 
@@ -82,11 +85,21 @@ def check_complete(split_dir: str | Path, positions) -> int:
 
 
 def write_submission(out: str | Path, names: dict[int, str], top: dict[int, list[int]]) -> int:
-    """``top``: list position -> class ids, best first. One line per position, in list order."""
+    """``top``: list position -> class ids, best first. One line per position, in list order;
+    KeyError for a position without a name (nothing is written then)."""
     with atomic_file(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for idx in sorted(top):
             fh.write(names[idx] + " " + " ".join(map(str, top[idx])) + "\n")
     return len(top)
+
+
+PROBS_SUFFIXES = (".npz", ".parquet")
+
+
+def check_probs_path(path: str | Path) -> None:
+    """A probabilities file name must say its format (before anything is computed or written)."""
+    if Path(path).suffix not in PROBS_SUFFIXES:
+        raise ValueError(f"--probs {path}: give a .npz or a .parquet file")
 
 
 def write_probabilities(out: str | Path, names: list[str], ids: np.ndarray, scores: np.ndarray) -> None:
@@ -104,7 +117,7 @@ def write_probabilities(out: str | Path, names: list[str], ids: np.ndarray, scor
         with atomic_file(out) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, names=np.array(names), class_ids=ids.astype(np.int32), scores=scores.astype(np.float32))
     else:
-        raise ValueError(f"--probs {out}: give a .npz or a .parquet file")
+        check_probs_path(out)
 
 
 def result_path(submission: str | Path) -> Path:
