@@ -226,3 +226,41 @@ def test_a_worker_whose_only_shards_are_unreadable_still_fills_its_batches(split
     delivered = sum(int((~b["meta"].padding).sum()) for b in batches)
     assert delivered == sizes[keep[2]] and loader.bad_samples == sizes[keep[0]] + sizes[keep[1]]
     loader.close()
+
+
+def test_a_flipped_byte_that_keeps_a_label_record_valid_is_not_detected(split):
+    """What happens, precisely: tar checksums cover headers only and a shard carries no digest of
+    its members' data, so a label value changed by one byte (still valid JSON, still in range)
+    is delivered as that label, nothing counted lost; an id changed beyond the head's size is
+    caught by the loss's range check, which stops the run naming it (README, What webtag survives)."""
+    import json
+
+    import torch
+
+    from pretrain.losses import batch_targets
+
+    name, path, n = first_shard(split)
+    before = {s["__key__"]: s["labels"] for s in read_shard(path, BadSamples(0), n)}
+    member = [m for m in members(path) if m[0].endswith("." + schema.LABELS_EXT)][2]
+    raw = path.read_bytes()
+    data = raw[member[2]:member[2] + member[3]]
+    at = data.index(b'"label_ids":[') + len(b'"label_ids":[')
+    old = data[at:at + 1]
+    assert old.isdigit(), data
+    new = b"1" if old != b"1" else b"2"
+    patch(path, member[2] + at, new)
+    after_records = list(read_shard(path, bad := BadSamples(0), n))
+    after = {s["__key__"]: s["labels"] for s in after_records}
+    key = member[0].rsplit("/", 1)[-1].split(".")[0]
+    assert bad.count == 0 and list(after) == list(before)                 # not detected: all delivered
+    changed = [k for k in before if before[k] != after[k]]
+    assert changed == [next(k for k in before if k.endswith(key))]
+    rec = json.loads(data[:at] + new + data[at + 1:])
+    assert after[changed[0]]["label_ids"] == rec["label_ids"] != before[changed[0]]["label_ids"]
+
+    # an id beyond the head: the loss's range check refuses the batch, naming the id
+    ids = after[changed[0]]["label_ids"]
+    batch = {"label_ids": torch.tensor(ids), "label_offsets": torch.tensor([0, len(ids)]),
+             "label_weights": torch.ones(len(ids))}
+    with pytest.raises(ValueError, match=f"label id {max(ids)} out of range"):
+        batch_targets(batch, "weights", max(ids), "cpu")
