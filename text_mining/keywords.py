@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import html
 import logging
+import os
 import re
 from importlib import resources
 
@@ -90,18 +91,28 @@ def tagged_senses(wn) -> dict[tuple[str, int], list[tuple[str, int]]]:
     got = getattr(wn, "_webtag_tagged_senses", None)
     if got is not None:
         return got
-    with wn.open("cntlist.rev") as fh:
-        counts = {key: int(cnt) for key, _num, cnt in (line.split() for line in fh) if cnt != "0"}
+    counts = {key: int(cnt) for key, _num, cnt in (line.split() for line in _lines(wn, "cntlist.rev"))
+              if cnt != "0"}
     out: dict[tuple[str, int], list[tuple[str, int]]] = {}
-    with wn.open("index.sense") as fh:
-        for line in fh:
-            key, off = line.split(maxsplit=2)[:2]
-            cnt = counts.get(key)
-            if cnt:
-                name, rest = key.split("%", 1)
-                out.setdefault((_SS_POS[rest[0]], int(off)), []).append((name, cnt))
+    for line in _lines(wn, "index.sense"):
+        key, off = line.split(maxsplit=2)[:2]
+        cnt = counts.get(key)
+        if cnt:
+            name, rest = key.split("%", 1)
+            out.setdefault((_SS_POS[rest[0]], int(off)), []).append((name, cnt))
     wn._webtag_tagged_senses = out
     return out
+
+
+def _lines(wn, name: str) -> list[str]:
+    """The lines of one of WordNet's files: read directly when it is a folder on disk (NLTK's
+    seekable stream reads line by line about 10x slower), through NLTK's opener otherwise."""
+    path = getattr(wn.root, "path", None)
+    if path and os.path.isfile(os.path.join(path, name)):
+        with open(os.path.join(path, name), encoding="utf-8") as fh:
+            return fh.read().splitlines()
+    with wn.open(name) as fh:
+        return fh.read().splitlines()
 
 
 class _TokenFilter:
