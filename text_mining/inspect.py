@@ -79,23 +79,43 @@ def plots(stats: inspect_stats.Stats, folder: Path) -> list[str]:
 
 
 def excerpts(webvision: Path | None, labels: Path, indices: list[int]) -> dict[int, str]:
-    """index -> title and description of the sampled images, read one record at a time."""
-    if webvision is None:
+    """index -> title and description of the sampled images: one pass over each meta list for
+    their lines, then only the JSON files those lines name, each loaded once (grouped by file)."""
+    if webvision is None or not indices:
         return {}
+    import collections
+
     from webtag.config import load_config
 
     from .config import TextMiningConfig
     from .problems import Problems
-    from .webvision import Release
+    from .webvision import ImageRecord, Release
 
     cfg_file = labels / "config.yaml"
     cfg = load_config(TextMiningConfig, cfg_file if cfg_file.is_file() else None, [])
     release = Release(webvision, cfg.reader)
-    problems = Problems("skip")
+    wanted = sorted(set(indices))
+    lines = []   # (json file, index, meta-list line, segment, line number)
+    for seg in release.segments:
+        lo, hi = seg.start, seg.start + seg.lines
+        todo = [i for i in wanted if lo <= i < hi]
+        if not todo or seg.metalist is None:
+            continue
+        pos = {i - lo: i for i in todo}
+        last = max(pos)
+        with open(seg.metalist, encoding="utf-8", errors="replace") as fh:
+            for offset, mline in enumerate(fh):
+                if offset in pos:
+                    lines.append((mline.split(" ", 1)[0], pos[offset], mline, seg, offset + 1))
+                    if offset == last:
+                        break
+    problems, cache = Problems("skip"), collections.OrderedDict()
     out: dict[int, str] = {}
-    for i in tqdm(indices, desc="inspect: texts", unit="img", disable=len(indices) < 200):
-        for rec in release.iter_records(i, i + 1, problems):
-            out[rec.index] = " | ".join(x for x in (rec.title, rec.description) if x)
+    for _json, index, mline, seg, lineno in tqdm(sorted(lines, key=lambda x: (x[0], x[1])), desc="inspect: texts",
+                                                 unit="img", disable=len(lines) < 1000):
+        rec = ImageRecord(index, "", "", "", 0, 0)
+        release._attach_meta(rec, mline, seg, lineno, problems, cache)   # the reader's own record rules
+        out[index] = " | ".join(x for x in (rec.title, rec.description) if x)
     return out
 
 

@@ -114,3 +114,23 @@ def test_unfinished_labels_refused_with_one_line(example_v1, tmp_path):
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "complete.json is missing" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "report").exists()
+
+
+def test_excerpts_are_the_readers_texts(example_v1, mined_v1):
+    from text_mining.inspect import excerpts
+    from text_mining.problems import Problems
+    from text_mining.webvision import Release
+    release = Release(example_v1)
+    reference = {r.index: " | ".join(x for x in (r.title, r.description) if x)
+                 for r in release.iter_records(0, release.total, Problems())}
+    wanted = list(range(release.total - 1, 0, -5))
+    got = excerpts(example_v1, mined_v1, wanted)
+    assert sorted(got) == sorted(wanted) and all(got[i] == reference[i] for i in wanted)
+    assert any(got.values())
+
+
+def test_text_mining_opens_no_image_code():
+    code = ("import sys, text_mining.inspect, text_mining.inspect_stats, text_mining.inspect_html, text_mining.__main__;"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'PIL', 'pipeline', 'torchvision'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
