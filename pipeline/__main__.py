@@ -30,7 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument("--webvision", required=True, metavar="ROOT", help="WebVision release root")
     shard.add_argument("--labels", metavar="DIR", help="text-mining output folder (images.parquet)")
     shard.add_argument("--out", required=True, metavar="SHARDS", help="output folder")
-    shard.add_argument("--split", choices=["train", "val", "all"], default="all")
+    shard.add_argument("--split", choices=["train", "val", "test", "all"],
+                       help="all (the default without --imagenet-val): train, val and test when the "
+                            "release lists it")
+    shard.add_argument("--imagenet-val", metavar="DIR",
+                       help="also (or with no --split, only) pack the ILSVRC 2012 validation images of DIR "
+                            "as the split imagenet_val, labelled by wnid with the class list")
+    shard.add_argument("--imagenet-labels", metavar="FILE",
+                       help="the mapping file of a flat --imagenet-val folder (default: found in or beside it)")
     shard.add_argument("--config", help="YAML config (configs/pipeline/shard.yaml)")
     shard.add_argument("--max-size", help="bytes of image data per shard, e.g. 1GB, 500MB")
     shard.add_argument("--max-count", type=int, help="samples per shard")
@@ -46,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     merge = commands.add_parser("shard-merge", help="manifest, sizes.json and report of finished parts")
     merge.add_argument("--out", required=True, metavar="SHARDS")
-    merge.add_argument("--split", choices=["train", "val", "all"], default="all")
+    merge.add_argument("--split", choices=["train", "val", "test", "imagenet_val", "all"], default="all")
     check = commands.add_parser("loader-check", help="one epoch of the streaming loader over a split")
     check.add_argument("--shards", required=True, metavar="SHARDS",
                        help="the shards root (shard --out, data.shards), the folder with train/ and val/")
@@ -100,7 +107,15 @@ def _shard(args) -> int:
         "max_size": parse_size(args.max_size) if args.max_size else None,
         "max_count": args.max_count, "resize_shorter": args.resize_shorter, "on_error": args.on_error,
         "validate": args.validate})
-    splits = ["train", "val"] if args.split == "all" else [args.split]
+    from pipeline.schema import IMAGENET_VAL_SPLIT
+    from pipeline.shards import release_splits
+
+    if args.split is None and args.imagenet_val:
+        splits = []
+    else:
+        splits = release_splits(args.webvision) if args.split in (None, "all") else [args.split]
+    if args.imagenet_val:
+        splits.append(IMAGENET_VAL_SPLIT)
     if args.labels:   # an unfinished labels folder is refused before --out is created or locked
         from text_mining.schema import read_complete
         read_complete(args.labels)
@@ -110,13 +125,13 @@ def _shard(args) -> int:
     if part is None:
         with run_lock(args.out, "pipeline shard"):   # the whole of --out (webtag/lock.py)
             shard_all(args.webvision, args.labels, args.out, cfg, splits, args.workers, args.num_parts,
-                      args.images_root)
+                      args.images_root, args.imagenet_val, args.imagenet_labels)
         return 0
     if not args.num_parts:
         raise ValueError("--part needs --num-parts")
     with run_lock(args.out, "pipeline shard", part_name("shard", part, args.num_parts)):   # this part only
         for split in splits:
-            samples = split_samples(split, args.webvision, args.labels)
+            samples = split_samples(split, args.webvision, args.labels, cfg, args.imagenet_val, args.imagenet_labels)
             write_part(split, samples, args.webvision, args.out, cfg, part, args.num_parts, args.images_root)
     return 0
 
@@ -142,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "shard":
                 return _shard(args)
             with run_lock(args.out, "pipeline shard-merge", create=False):
-                for split in (["train", "val"] if args.split == "all" else [args.split]):
+                from pipeline.schema import SPLITS
+                from pathlib import Path
+                for split in ([s for s in (*SPLITS, "imagenet_val") if (Path(args.out) / s / "_parts").is_dir()]
+                              if args.split == "all" else [args.split]):
                     merge_split(args.out, split)
             return 0
         except (ConfigError, InputError, ValueError, FileNotFoundError, LockHeld) as exc:

@@ -9,7 +9,29 @@ follow the conventions of img2dataset and timm's ``wds`` reader, so both read ou
                   "label_weights"}: the text-mining labels of the image
 
 ``<key>`` is the image's train-list index as 9 digits (img2dataset style: no dots or slashes);
-validation samples use their position in val_filelist.txt.
+the samples of an evaluation split (``EVAL_SPLITS``) use their position in the split's list.
+
+Evaluation splits read a list of the release (``SPLIT_LISTS``) or an ImageNet validation folder:
+
+    val           info/val_filelist.txt   ``<name> <class id>``, images in val_images_256/ or val_images/
+    test          info/test_filelist.txt  ``<name>``, images in test_images_256/ or test_images/; no
+                                          labels: class_id ``NO_CLASS`` (-1), no keyword or label ids
+    imagenet_val  the ILSVRC 2012 validation images (pipeline.imagenet_val), in file name order,
+                  labelled through their WordNet ids with the class list of the shards
+
+Their samples' .json add ``LIST_INDEX`` (``"list_index"``: the 0-based position of the entry in its
+list, what a submission is ordered by) to the keys above, and ``path`` is the entry exactly as
+listed (``val000001.jpg``, ``test000001.jpg``, the ImageNet file name): a submission line is keyed
+by it. Their ``index`` is the list index too. Train samples have no ``list_index``; their ``path``
+is the train-list path (``google/q0001/000000.jpg``).
+
+A split's report records ``LIST_KEYS``: ``list_file`` (the absolute path of the list the split
+was packed from: the release's list file, or for imagenet_val the folder), ``list_entries`` (the
+entries it holds, images kept or not) and ``list_skipped`` (entries not packed: a missing or broken
+image, or for imagenet_val a synset outside the class list); the manifest's metadata carries
+them as ``META_LIST``. A split packed with a class subset (``ShardConfig.classes`` or labels mined
+with ``reader.classes``) records it as ``classes`` in the report: the release's class ids kept, in
+the order of their new ids 0..K-1.
 
 Beside the shards of a split (``SHARDS/train/``, ``SHARDS/val/``): ``manifest.parquet`` (one row
 per sample: shard, position in the shard, key, class and keyword ids), ``sizes.json`` (samples per
@@ -36,7 +58,15 @@ IMAGE_EXT = "jpg"
 CLASS_EXT = "cls"
 LABELS_EXT = "json"
 
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")                # what `pipeline shard --split all` packs (test if listed)
+IMAGENET_VAL_SPLIT = "imagenet_val"             # `pipeline shard --imagenet-val DIR`
+EVAL_SPLITS = ("val", "test", IMAGENET_VAL_SPLIT)
+SPLIT_LISTS = {"val": "info/val_filelist.txt", "test": "info/test_filelist.txt"}   # under the release root
+SPLIT_IMAGE_DIRS = {"val": ("val_images_256", "val_images"), "test": ("test_images_256", "test_images")}
+NO_CLASS = -1                                   # class_id (and .cls) of an unlabelled (test) sample
+LIST_INDEX = "list_index"                       # .json key: position of an eval sample in its list
+LIST_KEYS = ("list_file", "list_entries", "list_skipped")   # in the reports of eval splits
+META_LIST = {k: f"webtag.{k}".encode() for k in LIST_KEYS}
 MANIFEST_FILE = "manifest.parquet"
 SIZES_FILE = "sizes.json"
 REPORT_FILE = "report.json"
@@ -47,8 +77,8 @@ MANIFEST = pa.schema([
     pa.field("shard", pa.string(), nullable=False),        # tar file name within the split folder
     pa.field("position", pa.int32(), nullable=False),      # sample number within its shard
     pa.field("key", pa.string(), nullable=False),          # __key__ of the sample
-    pa.field("index", pa.int64(), nullable=False),         # train-list (or val-list) index
-    pa.field("class_id", pa.int32(), nullable=False),
+    pa.field("index", pa.int64(), nullable=False),         # train-list (or eval list) index
+    pa.field("class_id", pa.int32(), nullable=False),      # NO_CLASS in the test split
     pa.field("keyword_ids", pa.list_(pa.int32()), nullable=False),
     pa.field("source", pa.string(), nullable=False),
     pa.field("bytes", pa.int64(), nullable=False),         # size of the stored JPEG
@@ -74,6 +104,17 @@ def split_folder(root: str | Path, split: str, flag: str = "--split") -> Path:
         raise ValueError(f"--shards {root} has no finished split {split!r} (no {folder / SIZES_FILE}); "
                          f"its splits: {', '.join(there) or 'none'}")
     return folder
+
+
+def list_record(split_dir: str | Path) -> dict:
+    """``LIST_KEYS`` of a finished evaluation split (its report); ValueError for a train split or
+    one packed before webtag recorded them."""
+    path = Path(split_dir) / REPORT_FILE
+    report = json.loads(path.read_text(encoding="utf-8"))
+    if "list_file" not in report:
+        raise ValueError(f"{path} records no list file: {split_dir} is no evaluation split packed by "
+                         f"this webtag (shard it again)")
+    return {k: report[k] for k in LIST_KEYS}
 
 
 def read_sizes(split_dir: str | Path) -> dict[str, int]:

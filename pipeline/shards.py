@@ -11,6 +11,12 @@ decode are skipped and counted (or stop the part with ``on_error="fail"``): a sh
 broken sample. Every part, report and manifest records the labels it was built from (the
 text-mining folder's fingerprint, ``schema.LABEL_KEYS``): a part or split done from other labels
 is refused, never taken as done.
+
+The evaluation splits (val, test, imagenet_val; their sample tables in eval_splits.py) are packed
+the same way; their samples' .json add the list index and keep the list entry as ``path``, and
+their reports record the list (``schema.LIST_KEYS``) and any class subset (schema.py says what).
+``ShardConfig.classes`` / ``sources`` cut the splits to a class subset / the train images of some
+sources (mini-WebVision: ``classes=0:50 sources=[google]``).
 """
 from __future__ import annotations
 
@@ -20,20 +26,23 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Optional, Union
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import webdataset as wds
 
 from text_mining import schema as tm_schema
+from text_mining.config import check_class_spec
+from text_mining.webvision import SOURCES
 from webtag.atomic import PendingFile, atomic_file, remove_stale_tmp, write_text_atomic
 from webtag.config import at_least, between, check
 from webtag.parallel import part_range, run_parts
 from webtag.problems import Problems
 
-from . import schema
+from . import eval_splits, schema
 from .images import BadImage, as_jpeg, resize_shorter
 
 log = logging.getLogger(__name__)
@@ -70,10 +79,21 @@ class ShardConfig:
     quality: int = 90                   # JPEG quality when re-encoding
     on_error: Literal["skip", "fail"] = "skip"
     validate: Literal["full", "fast", "none"] = "full"   # how JPEGs are checked (pipeline/images.py)
+    # class subset of the release, as text mining's reader.classes ("0:50" or a list of ids; None:
+    # the classes of --labels, or all): val and imagenet_val keep those classes; train needs labels
+    # mined with the same subset
+    classes: Optional[Union[list[int], str]] = None
+    sources: Optional[list[str]] = None    # train images of these sources only; None: all
+    imagenet_strict: bool = False          # refuse ImageNet-val synsets the class list lacks (else drop)
 
     def __post_init__(self) -> None:
         check(self, max_size=at_least(1), max_count=at_least(1), resize_shorter=at_least(1),
               quality=between(1, 100))
+        check_class_spec("classes", self.classes)
+        for src in self.sources or ():
+            if src not in SOURCES:
+                from webtag.config import InvalidValue
+                raise InvalidValue("sources", self.sources, f"sources among {', '.join(SOURCES)}")
 
 
 def train_samples(labels_dir: str | Path) -> pa.Table:
@@ -95,7 +115,9 @@ def labels_record(labels_dir: str | Path) -> dict:
 
 
 def _carrying(samples: pa.Table, record: dict) -> pa.Table:
-    return samples.replace_schema_metadata({schema.META_LABELS[k]: v.encode() for k, v in record.items()})
+    meta = dict(samples.schema.metadata or {})
+    meta.update({schema.META_LABELS[k]: v.encode() for k, v in record.items()})
+    return samples.replace_schema_metadata(meta)
 
 
 def samples_labels(samples: pa.Table) -> dict:
@@ -122,33 +144,6 @@ def _refuse_other_labels(what: str, split: str, done: dict, now: dict) -> None:
         f"{what} was built from labels {done.get('labels')} (fingerprint {tm_schema.short(old)}), not from "
         f"{now['labels']} (fingerprint {tm_schema.short(new)}): write these shards to a new --out folder, "
         f"or shard with --labels {done.get('labels')}")
-
-
-def val_samples(root: str | Path) -> pa.Table:
-    """The validation samples of a release: info/val_filelist.txt, images in val_images_256/
-    (the resized release) or val_images/."""
-    root = Path(root)
-    listing = root / "info" / "val_filelist.txt"
-    folder = next((d for d in ("val_images_256", "val_images") if (root / d).is_dir()), "val_images_256")
-    idx, keys, paths, classes = [], [], [], []
-    for i, line in enumerate(listing.read_text(encoding="utf-8").splitlines()):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 2 or not parts[1].isdigit():
-            raise ValueError(f"{listing}:{i + 1}: expected '<file name> <class id>', got {line!r}")
-        idx.append(i)
-        keys.append(parts[0].rsplit(".", 1)[0])
-        paths.append(f"{folder}/{parts[0]}")
-        classes.append(int(parts[1]))
-    n = len(idx)
-    return pa.table({
-        "index": pa.array(idx, pa.int64()), "key": keys, "path": paths, "source": ["val"] * n,
-        "class_id": pa.array(classes, pa.int32()),
-        "keyword_ids": pa.array([[] for _ in range(n)], pa.list_(pa.int32())),
-        "label_ids": pa.array([[c] for c in classes], pa.list_(pa.int32())),
-        "label_weights": pa.array([[1.0] for _ in range(n)], pa.list_(pa.float32())),
-    })
 
 
 class _ShardSink:
@@ -227,8 +222,9 @@ def write_part(split: str, samples: pa.Table, root: str | Path, out: str | Path,
     manifest = {name: [] for name in schema.MANIFEST.names}
     n_resized = n_reencoded = 0
     try:
+        lists = eval_splits.table_lists(samples)
         for row in rows:
-            path = img_root / row["path"]
+            path = Path(row["file"]) if "file" in row else img_root / row["path"]
             try:
                 data = path.read_bytes()
             except FileNotFoundError:
@@ -250,6 +246,8 @@ def write_part(split: str, samples: pa.Table, root: str | Path, out: str | Path,
                 "class_id": row["class_id"], "keyword_ids": row["keyword_ids"],
                 "label_ids": row["label_ids"], "label_weights": [float(w) for w in row["label_weights"]],
             }
+            if schema.LIST_INDEX in row:
+                labels[schema.LIST_INDEX] = row[schema.LIST_INDEX]
             shard, pos = sink.write({"__key__": key, schema.IMAGE_EXT: data,
                                      schema.CLASS_EXT: str(row["class_id"]),
                                      schema.LABELS_EXT: json.dumps(labels, separators=(",", ":"))},
@@ -262,7 +260,8 @@ def write_part(split: str, samples: pa.Table, root: str | Path, out: str | Path,
         report = {"split": split, "part": part, "num_parts": num_parts, "start": lo, "end": hi,
                   "samples": len(manifest["key"]), "skipped": problems.total(), "resized": n_resized,
                   "reencoded": n_reencoded, "shards": sink.sizes, "bytes": int(sum(manifest["bytes"])),
-                  **record, "problems": problems.to_dict(), "seconds": round(time.perf_counter() - t0, 3)}
+                  **record, **lists, "problems": problems.to_dict(),
+                  "seconds": round(time.perf_counter() - t0, 3)}
         with atomic_file(parts_dir / f"{stem}.parquet") as tmp:
             pq.write_table(pa.table(manifest, schema=_with_labels(schema.MANIFEST, record)), tmp)
         write_text_atomic(report_path, json.dumps(report, indent=1))
@@ -322,9 +321,16 @@ def merge_split(out: str | Path, split: str) -> dict:
               "resized": sum(r["resized"] for r in reports), "reencoded": sum(r.get("reencoded", 0) for r in reports),
               "skipped": problems.total(), **labels,
               "problems": problems.to_dict(), "seconds": sum(r["seconds"] for r in reports)}
+    meta = _with_labels(schema.MANIFEST, labels).metadata
+    if "list_file" in reports[0]:   # an evaluation split: its list (schema.LIST_KEYS)
+        report.update({k: reports[0][k] for k in ("list_file", "list_entries", "classes", "outside_classes")})
+        report["list_skipped"] = report["list_entries"] - report["samples"]
+        meta.update({schema.META_LIST[k]: str(report[k]).encode() for k in schema.LIST_KEYS})
+    elif reports[0].get("classes") is not None:
+        report["classes"] = reports[0]["classes"]
     manifest = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
     with atomic_file(split_dir / schema.MANIFEST_FILE) as tmp:
-        pq.write_table(manifest.replace_schema_metadata(_with_labels(manifest.schema, labels).metadata), tmp)
+        pq.write_table(manifest.replace_schema_metadata(meta), tmp)
     write_text_atomic(split_dir / schema.REPORT_FILE, json.dumps(report, indent=1))
     # last: sizes.json marks the split finished (split_folder, training and the loader need it)
     write_text_atomic(split_dir / schema.SIZES_FILE, json.dumps(sizes, indent=1))
@@ -333,33 +339,70 @@ def merge_split(out: str | Path, split: str) -> dict:
     return report
 
 
-def split_samples(split: str, root: str | Path, labels_dir: str | Path | None) -> pa.Table:
+def split_samples(split: str, root: str | Path, labels_dir: str | Path | None, cfg: ShardConfig | None = None,
+                  imagenet_val: str | Path | None = None, imagenet_labels: str | Path | None = None) -> pa.Table:
+    """The sample table of a split: train from the labels, val and test from the release's lists,
+    imagenet_val from the folder ``imagenet_val`` (eval_splits.py)."""
+    cfg = cfg or ShardConfig()
     if split == "train":
         if labels_dir is None:
             raise ValueError("--labels (the text-mining output folder) is needed for the train split")
-        return train_samples(labels_dir)
-    if split == "val":   # the release's own labels; those given to the run are recorded beside them
-        samples = val_samples(root)
-        return _carrying(samples, labels_record(labels_dir)) if labels_dir is not None else samples
-    raise ValueError(f"unknown split {split!r} ({', '.join(schema.SPLITS)})")
+        samples = train_samples(labels_dir)
+        _wnids, subset = eval_splits.class_list(root, labels_dir, cfg.classes)   # refuses other subsets
+        meta = dict(samples.schema.metadata)
+        if cfg.sources is not None:
+            keep = pc.is_in(samples.column("source"), value_set=pa.array(cfg.sources))
+            samples = samples.filter(keep)
+        if subset is not None:
+            meta[eval_splits.META_SUBSET] = json.dumps(subset).encode()
+        return samples.replace_schema_metadata(meta)
+    if split in ("val", "test"):
+        samples = eval_splits.list_samples(split, root, labels_dir, cfg.classes)
+    elif split == schema.IMAGENET_VAL_SPLIT:
+        if imagenet_val is None:
+            raise ValueError("the imagenet_val split needs --imagenet-val DIR")
+        samples = eval_splits.imagenet_samples(imagenet_val, root, labels_dir, cfg.classes, imagenet_labels,
+                                               cfg.imagenet_strict)
+    else:
+        raise ValueError(f"unknown split {split!r} ({', '.join(schema.SPLITS + (schema.IMAGENET_VAL_SPLIT,))})")
+    # the release's own labels; those given to the run are recorded beside them
+    return _carrying(samples, labels_record(labels_dir)) if labels_dir is not None else samples
+
+
+def release_splits(root: str | Path) -> list[str]:
+    """The splits ``--split all`` packs: train, val, and test when the release lists it."""
+    return [s for s in schema.SPLITS if s not in schema.SPLIT_LISTS or (Path(root) / schema.SPLIT_LISTS[s]).is_file()]
+
+
+def _key(value):
+    return tuple(value) if isinstance(value, list) else value
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_samples(split: str, root: str, labels_dir: str | None) -> pa.Table:
-    return split_samples(split, root, labels_dir)
+def _cached_samples(split: str, root: str, labels_dir: str | None, classes, sources, strict: bool,
+                    imagenet_val: str | None, imagenet_labels: str | None) -> pa.Table:
+    cfg = ShardConfig(classes=list(classes) if isinstance(classes, tuple) else classes,
+                      sources=list(sources) if sources is not None else None, imagenet_strict=strict)
+    return split_samples(split, root, labels_dir, cfg, imagenet_val, imagenet_labels)
 
 
-def _part_job(split, root, labels_dir, out, cfg, part, num_parts, images_root) -> dict:
+def _part_job(split, root, labels_dir, out, cfg, part, num_parts, images_root, imagenet=(None, None)) -> dict:
     """One part: the sample table is read where the part runs (once per process), not pickled
     to a worker with every task."""
-    return write_part(split, _cached_samples(split, root, labels_dir), root, out, cfg, part, num_parts,
-                      images_root)
+    samples = _cached_samples(split, root, labels_dir, _key(cfg.classes), _key(cfg.sources), cfg.imagenet_strict,
+                              *imagenet)
+    return write_part(split, samples, root, out, cfg, part, num_parts, images_root)
 
 
 def shard_all(root: str | Path, labels_dir: str | Path | None, out: str | Path, cfg: ShardConfig,
-              splits=schema.SPLITS, workers: int = 1, num_parts: int | None = None,
-              images_root: str | Path | None = None) -> dict:
-    """Every part of every split on this machine (worker processes), then the merges."""
+              splits=None, workers: int = 1, num_parts: int | None = None,
+              images_root: str | Path | None = None, imagenet_val: str | Path | None = None,
+              imagenet_labels: str | Path | None = None) -> dict:
+    """Every part of every split on this machine (worker processes), then the merges. ``splits``
+    None: ``release_splits``, and imagenet_val when ``imagenet_val`` is given."""
+    if splits is None:
+        splits = release_splits(root) + ([schema.IMAGENET_VAL_SPLIT] if imagenet_val else [])
+    imagenet = (str(imagenet_val) if imagenet_val else None, str(imagenet_labels) if imagenet_labels else None)
     num_parts = num_parts or max(1, workers)
     labels = str(labels_dir) if labels_dir else None
     record = labels_record(labels) if labels else dict.fromkeys(schema.LABEL_KEYS)
@@ -367,7 +410,7 @@ def shard_all(root: str | Path, labels_dir: str | Path | None, out: str | Path, 
         check_out(Path(out) / split, split, record)
     reports = {}
     for split in splits:
-        run_parts(_part_job, [(split, str(root), labels, out, cfg, part, num_parts, images_root)
+        run_parts(_part_job, [(split, str(root), labels, out, cfg, part, num_parts, images_root, imagenet)
                               for part in range(num_parts)], workers, f"shard {split}")
         reports[split] = merge_split(out, split)
     return reports

@@ -2,9 +2,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+import re
+from typing import Literal, Optional, Union
 
 from webtag.config import InvalidValue, above, at_least, between, check
+
+
+CLASS_SLICE = re.compile(r"^\s*(\d*)\s*:\s*(\d*)\s*$")
+
+
+def check_class_spec(key: str, value) -> None:
+    """A class subset is None, a slice ``"A:B"`` or a list of class ids (InvalidValue otherwise).
+    YAML reads an unquoted ``10:50`` as the base-60 number 650: such a value arrives as a string
+    without a colon and is refused, with the advice to quote it."""
+    if value is None or isinstance(value, list):
+        if value is not None and (not value or any(i < 0 for i in value) or len(set(value)) != len(value)):
+            raise InvalidValue(key, value, "a non-empty list of distinct class ids >= 0")
+        return
+    if not CLASS_SLICE.match(value):
+        raise InvalidValue(key, value, "a slice 'A:B' of class ids (quote it in YAML: '10:50') or a list of ids")
 
 
 @dataclass
@@ -13,8 +29,14 @@ class ReaderConfig:
     meta_root: Optional[str] = None       # where the per-query JSON lives; None: detect under the root
     images_root: Optional[str] = None     # where train images live; None: the release root
     sources: list[str] = field(default_factory=lambda: ["google", "flickr"])
+    # class subset: None (all), a slice "A:B" of the release's class ids or a list of ids; the kept
+    # classes are renumbered 0..K-1 in ascending order (so "0:50", mini-WebVision, keeps its ids)
+    classes: Optional[Union[list[int], str]] = None
     check_images: Literal["auto", "always", "never"] = "auto"  # auto: if the first listed images exist
     on_error: Literal["skip", "fail"] = "skip"  # skip: count bad input in the report; fail: stop
+
+    def __post_init__(self) -> None:
+        check_class_spec("classes", self.classes)
 
 
 @dataclass

@@ -5,6 +5,11 @@ See docs/webvision.md for the layout. Images are addressed by their position
 Google list followed by the Flickr list. A part of the work is a contiguous range of that list
 (``webtag.parallel.part_range(release.total, part, num_parts)``), so N parts read exactly the
 records one part reads, in the same order.
+
+A class subset (``reader.classes``, ``class_subset``: e.g. ``0:50`` for mini-WebVision) keeps the
+images, queries and classes of those classes only, renumbered 0..K-1 in ascending order of their
+release ids; ``reader.sources`` keeps the images of those sources. Images left out by either are
+not counted as problems; their train-list indices are skipped, not reused.
 """
 from __future__ import annotations
 
@@ -59,6 +64,32 @@ class Segment:
 
 class ReleaseError(RuntimeError):
     """The folder is not a WebVision release we can read."""
+
+
+def class_subset(spec, n: int, key: str = "reader.classes") -> list[int] | None:
+    """The release class ids a subset spec keeps, ascending (their new ids are their positions):
+    None for None (all ``n`` classes); ``"A:B"`` (either end may be empty) or a list of ids.
+    ReleaseError naming ``key`` for ids outside 0..n-1 or an empty slice."""
+    from .config import CLASS_SLICE, check_class_spec
+    from webtag.config import InvalidValue
+
+    if spec is None:
+        return None
+    try:
+        check_class_spec(key, spec)
+    except InvalidValue as exc:
+        raise ReleaseError(str(exc)) from None
+    if isinstance(spec, str):
+        a, b = CLASS_SLICE.match(spec).groups()
+        lo, hi = int(a or 0), int(b) if b else n
+        if hi > n or lo >= hi:
+            raise ReleaseError(f"{key}={spec}: the release has classes 0..{n - 1}, so {lo}:{hi} is no "
+                               f"non-empty slice of them")
+        return list(range(lo, hi))
+    bad = [i for i in spec if not 0 <= i < n]
+    if bad:
+        raise ReleaseError(f"{key}: class id {bad[0]} is not in 0..{n - 1} (the release's classes)")
+    return sorted(spec)
 
 
 def count_lines(path: Path) -> int:
@@ -118,6 +149,22 @@ def _as_tags(value) -> tuple[str, ...]:
     return (str(value),)
 
 
+def read_classes(path: Path) -> list[ClassInfo]:
+    """The classes of a release's info/synsets.txt (ReleaseError for a bad line)."""
+    classes = []
+    for i, line in enumerate(_read_lines(path)):
+        if not line.strip():
+            continue
+        wnid, _, words = line.strip().partition(" ")
+        if not (len(wnid) == 9 and wnid[0] == "n" and wnid[1:].isdigit()):
+            raise ReleaseError(f"{path}:{i + 1}: {wnid!r} is not a WordNet noun id like n01440764")
+        classes.append(ClassInfo(len(classes), wnid,
+                                 tuple(w.strip() for w in words.split(",") if w.strip())))
+    if not classes:
+        raise ReleaseError(f"{path} lists no classes")
+    return classes
+
+
 class Release:
     """One WebVision release folder."""
 
@@ -130,33 +177,31 @@ class Release:
         for s in self.cfg.sources:
             if s not in SOURCES:
                 raise ReleaseError(f"reader.sources: unknown source {s!r} (valid: {', '.join(SOURCES)})")
-        self.classes = self._read_classes(info / "synsets.txt")
+        self.release_classes = self._read_classes(info / "synsets.txt")
         self.version, self.queries = self._read_queries(info)
+        self.classes = self.release_classes
         self.query_class, self.map_base = self._read_query_map(info / "queries_synsets_map.txt")
+        kept = class_subset(self.cfg.classes, len(self.release_classes))
+        self.subset = kept   # release class ids kept (None: all); class ids are positions in it
+        self.class_map = None if kept is None else {old: new for new, old in enumerate(kept)}
+        if kept is not None:
+            self.classes = [ClassInfo(new, self.release_classes[old].wnid, self.release_classes[old].words)
+                            for new, old in enumerate(kept)]
+            self.query_class = {q: self.class_map[c] for q, c in self.query_class.items() if c in self.class_map}
         self.segments = self._segments(info)
         self.total = sum(s.lines for s in self.segments)
         self.images_root = Path(self.cfg.images_root) if self.cfg.images_root else self.root
         self._json_resolver = None
         self._bad_json: set[Path] = set()
         self._check_images = self._want_image_check()
-        log.info("WebVision %s layout at %s: %d classes, %d queries, %d train list lines; "
+        log.info("WebVision %s layout at %s: %d classes%s, %d queries, %d train list lines; "
                  "query map is %d-based", self.version, self.root, len(self.classes),
+                 "" if kept is None else f" (of {len(self.release_classes)}: reader.classes)",
                  len(self.query_class), self.total, self.map_base)
 
     # ---- info/ files -------------------------------------------------------------------------
     def _read_classes(self, path: Path) -> list[ClassInfo]:
-        classes = []
-        for i, line in enumerate(_read_lines(path)):
-            if not line.strip():
-                continue
-            wnid, _, words = line.strip().partition(" ")
-            if not (len(wnid) == 9 and wnid[0] == "n" and wnid[1:].isdigit()):
-                raise ReleaseError(f"{path}:{i + 1}: {wnid!r} is not a WordNet noun id like n01440764")
-            classes.append(ClassInfo(len(classes), wnid,
-                                     tuple(w.strip() for w in words.split(",") if w.strip())))
-        if not classes:
-            raise ReleaseError(f"{path} lists no classes")
-        return classes
+        return read_classes(path)
 
     def _read_queries(self, info: Path) -> tuple[str, dict[str, dict[int, str]]]:
         def parse(path: Path) -> dict[int, str]:
@@ -312,7 +357,8 @@ class Release:
             yield from self._iter_segment(seg, lo, hi, problems, cache)
 
     def _iter_segment(self, seg: Segment, lo: int, hi: int, problems: Problems, cache) -> Iterator[ImageRecord]:
-        n_classes = len(self.classes)
+        n_classes = len(self.release_classes)
+        class_map = self.class_map
         with open(seg.filelist, encoding="utf-8", errors="replace") as fl:
             files = itertools.islice(fl, lo - seg.start, hi - seg.start)
             if seg.metalist is not None:
@@ -340,6 +386,10 @@ class Release:
                         problems.add("unknown_class", str(seg.filelist), lineno,
                                      f"class id {class_id} is not in 0..{n_classes - 1}")
                         continue
+                    if class_map is not None:
+                        if class_id not in class_map:
+                            continue
+                        class_id = class_map[class_id]
                     comps = path.split("/")
                     source = comps[0] if comps[0] in SOURCES else ""
                     if source not in self.cfg.sources:

@@ -176,8 +176,8 @@ def labels_problem(rec, cls: bytes | None) -> str | None:
     if type(rec) is not dict:
         return f"not a JSON object but {type(rec).__name__}"
     cid, index = rec.get("class_id"), rec.get("index")
-    if type(cid) is not int or not 0 <= cid < 2**31 or type(index) is not int or not 0 <= index < 2**63:
-        return "class_id or index missing or not a non-negative integer"
+    if type(cid) is not int or not schema.NO_CLASS <= cid < 2**31 or type(index) is not int or not 0 <= index < 2**63:
+        return "class_id or index missing or not a non-negative integer (or -1: no label)"
     ids, weights = rec.get("label_ids"), rec.get("label_weights")
     if not (_int32s(rec.get("keyword_ids")) and _int32s(ids)):
         return "keyword_ids or label_ids not a list of non-negative integers"
