@@ -264,3 +264,31 @@ def test_a_flipped_byte_that_keeps_a_label_record_valid_is_not_detected(split):
              "label_weights": torch.ones(len(ids))}
     with pytest.raises(ValueError, match=f"label id {max(ids)} out of range"):
         batch_targets(batch, "weights", max(ids), "cpu")
+
+
+@pytest.mark.parametrize("sampling", ["class", "sqrt"])
+def test_a_shard_cut_short_by_a_full_disk_under_repeat_sampling_counts_each_lost_sample_once(split, sampling):
+    """A shard truncated inside a member (what a full disk leaves while it is written) read with a
+    repeat-factor sampler: its samples after the cut are counted lost once each, against the
+    manifest (not once per planned copy), none of them is delivered, and the epoch keeps its
+    planned batch count."""
+    name, path, n = first_shard(split)
+    lost_indices = {s["labels"]["index"] for s in read_shard(path, BadSamples(0), n)}
+    cut_member = [m for m in members(path) if m[0].startswith(keys_of(path)[6])][0]
+    path.write_bytes(path.read_bytes()[:cut_member[2] + cut_member[3] // 2])   # inside sample 6's data
+    kept = {s["labels"]["index"] for s in read_shard(path, BadSamples(0), n)}
+    lost_indices -= kept
+    assert len(lost_indices) == n - 6
+    cfg = LoaderConfig(batch_size=8, workers=2, image_size=32, log_bad_every_s=0, shuffle_buffer=16, sampling=sampling)
+    loader = ShardLoader(split, cfg)
+    try:
+        for epoch in range(2):
+            planned, before = len(loader), loader.bad_samples
+            batches = list(loader)
+            assert len(batches) == planned and all(len(b["class_id"]) == 8 for b in batches)
+            assert loader.bad_samples - before == n - 6
+            delivered = {int(i) for b in batches for i, pad in zip(b["index"], b["meta"].padding) if not pad}
+            assert not delivered & lost_indices
+            assert sum(int((~b["meta"].padding).sum()) for b in batches) > 0
+    finally:
+        loader.close()
