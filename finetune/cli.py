@@ -9,6 +9,7 @@
     python -m finetune retrieve --checkpoint PATH --shards SHARDS --queries val --gallery val [--fit-whitening train]
     python -m finetune export --checkpoint RUN[/best] --out DIR [--push-to-hub USER/REPO]   (finetune/export.py)
     python -m finetune knn-eval --checkpoint RUN|none --train SHARDS/train --eval SHARDS/val [--k 20] [--linear-probe]
+    python -m finetune report --run RUN [--eval EVAL_JSON] [--out DIR]        (finetune/report.py)
 
 predict and ensemble --predict write the challenge's submission (finetune/submission.py): one line
 per image of the split's file list, in its order, keyed by the list's file names, then the top-5
