@@ -127,3 +127,31 @@ def test_class_subset_values_refused(example_v1, tmp_path):
     assert r.returncode == 2 and "quote it" in r.stderr          # YAML read 10:50 as 650
     r = _shard("--webvision", example_v1, "--out", tmp_path / "s", "--split", "val", "classes='0:500'")
     assert r.returncode == 2 and "0:500" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_mini_webvision_chain(tmp_path):
+    """Text mining with reader.classes=0:3 reader.sources=[google], then shards with those labels:
+    exactly the first 3 classes, Google only, val restricted to them (the mini-WebVision cut)."""
+    from tests.conftest import example_config
+    from text_mining import schema as tm_schema
+    from text_mining.runner import run_all
+
+    root = tmp_path / "rel"
+    make_example(root, classes=5, images_per_class=8, seed=4, version="2.0", val_per_class=2)
+    mined = tmp_path / "mined"
+    run_all(root, mined, example_config("reader.classes=0:3", "reader.sources=[google]"), workers=1, num_parts=1)
+    synsets = [line.split()[0] for line in (root / "info" / "synsets.txt").read_text().splitlines()]
+    classes = pq.read_table(mined / tm_schema.CLASSES_FILE).to_pydict()
+    assert classes["wnid"] == synsets[:3] and classes["class_id"] == [0, 1, 2]
+    reports = shard_all(root, mined, tmp_path / "s", ShardConfig(), splits=["train", "val"], num_parts=1)
+    train = [r for _, r in _samples(tmp_path / "s" / "train")]
+    files = [(p, int(c)) for p, c in _lines(root / "info" / "train_filelist_all.txt")]
+    assert sorted(r["path"] for r in train) == sorted(p for p, c in files if c < 3 and p.startswith("google/"))
+    assert {r["class_id"] for r in train} == {0, 1, 2} and {r["source"] for r in train} == {"google"}
+    val = [r for _, r in _samples(tmp_path / "s" / "val")]
+    listing = _lines(root / "info" / "val_filelist.txt")
+    assert [(r["path"], r["class_id"]) for r in val] == [(n, int(c)) for n, c in listing if int(c) < 3]
+    assert reports["val"]["outside_classes"] == sum(int(c) >= 3 for _, c in listing) > 0
+    # a subset that is not the labels' own is refused
+    with pytest.raises(ValueError, match="reader.classes=0:4"):
+        shard_all(root, mined, tmp_path / "t", ShardConfig(classes="0:4"), splits=["val"], num_parts=1)

@@ -117,3 +117,26 @@ def test_salvage_truncated_list():
     text = json.dumps([{"id": 1, "title": "a"}, {"id": 2, "title": "b"}, {"id": 3}])
     assert [r["id"] for r in salvage_json_list(text[:-10])] == [1, 2]
     assert salvage_json_list("garbage") == []
+
+
+@pytest.mark.parametrize("spec,kept", [("0:3", [0, 1, 2]), ([4, 1], [1, 4])])
+def test_class_subset_and_sources(example_v1, spec, kept):
+    """mini-WebVision's cut: the classes of the subset renumbered 0..K-1, Google images only."""
+    full = Release(example_v1)
+    rel = Release(example_v1, ReaderConfig(classes=spec, sources=["google"]))
+    assert [c.wnid for c in rel.classes] == [full.classes[i].wnid for i in kept]
+    assert [c.class_id for c in rel.classes] == list(range(len(kept)))
+    files = _lines(example_v1 / "info" / "train_filelist_all.txt")
+    want = [(i, p, kept.index(int(c))) for i, (p, c) in enumerate(files)
+            if int(c) in kept and p.startswith("google/")]
+    got = [(r.index, r.path, r.class_id) for r in rel.iter_records(0, rel.total, Problems())]
+    assert got == want and want
+    assert set(rel.query_class.values()) == set(range(len(kept)))
+    assert all(full.query_class[q] == kept[c] for q, c in rel.query_class.items())
+
+
+@pytest.mark.parametrize("spec", ["0:99", "3:3", [0, 0], [-1], "ten", "650"])
+def test_bad_class_subsets_are_refused(example_v1, spec):
+    from webtag.config import InvalidValue
+    with pytest.raises((ReleaseError, InvalidValue), match="classes"):
+        Release(example_v1, ReaderConfig(classes=spec))
