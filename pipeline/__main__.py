@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", help="YAML loader config")
     check.add_argument("--batch-size", type=int)
     check.add_argument("--workers", type=int)
-    check.add_argument("--sampling", choices=["instance", "class", "sqrt", "keyword"])
+    check.add_argument("--sampling", choices=["instance", "class", "sqrt", "keyword", "balanced"])
     check.add_argument("--rank", type=int, default=0)
     check.add_argument("--world-size", type=int, default=1)
     check.add_argument("overrides", nargs="*", metavar="key=value")
@@ -95,7 +95,24 @@ def _loader_check(args) -> int:
           f"({images} images, {padding} padding) in {dt:.1f}s = {images / dt:.0f} images/s with "
           f"{cfg.workers} workers; sampling {cfg.sampling}: images per class min {hist[hist > 0].min()} "
           f"max {hist.max()} over {int((hist > 0).sum())} classes; samples lost (corrupt or unreadable, against the manifest): {loader.bad_samples}")
+    _print_exposure(split, loader, cfg)
     return 0
+
+
+def _print_exposure(split, loader, cfg) -> None:
+    """Expected label exposure over the labels of ``loader.balance_over``, relative to uniform, under
+    the loader's sampling and under none (pipeline/loader/balanced.py: draws for a label, and
+    appearances as a target)."""
+    from pipeline.loader.balanced import exposure, factors_by_position, read_labels, relative_percentiles
+
+    table = read_labels(split, set(loader.sizes), cfg.balance_over)
+    modes = [(cfg.sampling, loader.repeat)] + ([("instance", None)] if cfg.sampling != "instance" else [])
+    for mode, repeat in modes:
+        e = exposure(table, factors_by_position(table, repeat))
+        for what in ("draws_for", "appearances"):
+            p = relative_percentiles(e[what])
+            print(f"label exposure ({mode}, {cfg.balance_over}, {what.replace('_', ' ')}, relative to uniform "
+                  f"over {len(e[what])} labels): " + " ".join(f"{k} {v:.2f}" for k, v in p.items()))
 
 
 def _shard(args) -> int:

@@ -10,8 +10,11 @@ stream over every sample, class c then appears n_c * r_c times in expectation, s
   square root of its frequency (Mahajan et al. 2018);
 - ``keyword``: multi-label repeat-factor sampling over keyword targets: r_i = max over the image's
   keywords k of max(1, sqrt(t / f_k)), f_k the fraction of images with keyword k, t a threshold
-  (LVIS RFS); images without keywords have r = 1.
-The copies of a sample go through the shuffle buffer, so they are spread over the epoch.
+  (LVIS RFS); images without keywords have r = 1;
+- ``balanced``: every label (class or keyword) equally likely to be the one an image is drawn
+  for, a cap on copies per image, a fixed number of draws per epoch (:mod:`.balanced`).
+The copies of a sample go through the shuffle buffer, so they are spread over the epoch; in the
+loader no two copies of one image come within a batch of each other (:func:`.stages.tracked_shuffle`).
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+
+from webtag.storage import location, parquet_source
 
 from .. import schema
 
@@ -61,10 +66,17 @@ def copies(r: float, rng: np.random.Generator) -> int:
 
 
 def shard_repeat_factors(split_dir: Path, sizes: dict[str, int], mode: str, threshold: float,
-                         num_keywords: int | None = None) -> dict[str, np.ndarray]:
+                         num_keywords: int | None = None, balance: tuple[str, int, int] = ("class", 8, 0)
+                         ) -> dict[str, np.ndarray]:
     """Every sample's repeat factor, per shard of ``sizes`` and by position in it, from the
-    split's manifest (class ids, keyword ids): the factors of ``mode`` over the whole split."""
-    t = pq.read_table(Path(split_dir) / schema.MANIFEST_FILE,
+    split's manifest (class ids, keyword ids): the factors of ``mode`` over the whole split;
+    ``balanced`` over the shards of ``sizes``, with ``balance`` = (labels, cap, epoch draws)."""
+    if mode == "balanced":
+        from .balanced import balanced_factors, per_shard, read_labels
+        over, cap, draws = balance
+        table = read_labels(split_dir, set(sizes), over)
+        return per_shard(table, balanced_factors(table, draws, cap), sizes)
+    t = pq.read_table(parquet_source(location(split_dir) / schema.MANIFEST_FILE),
                       columns=["shard", "position", "class_id", "keyword_ids"]).to_pydict()
     if mode == "keyword":
         nk = num_keywords or (1 + max((k for ks in t["keyword_ids"] for k in ks), default=0))

@@ -94,7 +94,7 @@ class ShardLoader:
         self.repeat = None
         if cfg.train and cfg.sampling != "instance":
             self.repeat = shard_repeat_factors(self.split_dir, self.sizes, cfg.sampling, cfg.keyword_threshold,
-                                               num_keywords)
+                                               num_keywords, (cfg.balance_over, cfg.balanced_cap, cfg.epoch_draws))
         if self.repeat is None:
             self.expected = {s: float(n) for s, n in self.sizes.items()}
         else:

@@ -4,7 +4,8 @@
     -> read_samples(split, bad)    complete samples of each shard, in order (tar.read_shard);
                                    samples lost counted against the manifest
     -> repeat_by_factors(r, rng)   0, 1 or more copies of each sample (stochastic rounding)
-    -> tracked_shuffle(n, rng)     a shuffle buffer that knows when a shard's last copy left it
+    -> tracked_shuffle(n, rng, d)  a shuffle buffer that knows when a shard's last copy left it and
+                                   keeps copies of one image d samples apart
     -> take(quota)                 exactly the worker's quota
 
 Each stage is a function of its parameters that returns a function of the stream before it
@@ -19,6 +20,7 @@ crops are written straight into the batch's image buffer.
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -145,19 +147,38 @@ def repeat_by_factors(factors: dict[str, np.ndarray] | None, rng: np.random.Gene
     return stage
 
 
-def tracked_shuffle(buffer_size: int, rng: np.random.Generator) -> Stage:
+def tracked_shuffle(buffer_size: int, rng: np.random.Generator, spread: int = 0) -> Stage:
     """(sample, is_padding, shards whose every copy has now been delivered) out of a shuffle
     buffer of ``buffer_size`` (1: in order). A shard is finished when it has been read to its end
-    and its last real copy left the buffer; that is what makes a resume exact (:mod:`.plan`)."""
+    and its last real copy left the buffer; that is what makes a resume exact (:mod:`.plan`).
+
+    ``spread`` > 0: a copy of an image is never emitted within ``spread`` samples of the last one
+    (so with ``spread`` = images per batch no batch holds two): the draw from the buffer skips
+    such copies, and one that cannot be placed (only recent images' copies left) is dropped."""
     def stage(items: Iterable) -> Iterator:
         buf: list[Drawn] = []
         pending: dict[str, int] = {}
         closed: set[str] = set()
         done: list[str] = []
+        recent: deque = deque()
+        recent_set: set = set()
+
+        def pick() -> int | None:
+            i = int(rng.integers(len(buf)))
+            if not spread or (buf[i].shard, buf[i].position) not in recent_set:
+                return i
+            for _ in range(8):
+                i = int(rng.integers(len(buf)))
+                if (buf[i].shard, buf[i].position) not in recent_set:
+                    return i
+            free = [j for j, b in enumerate(buf) if (b.shard, b.position) not in recent_set]
+            return free[int(rng.integers(len(free)))] if free else None
 
         def emit():
             nonlocal done
-            i = int(rng.integers(len(buf)))
+            i = pick()
+            drop = i is None            # a copy of a recent image, nothing else in the buffer
+            i = int(rng.integers(len(buf))) if drop else i
             it = buf[i]
             buf[i] = buf[-1]
             buf.pop()
@@ -165,13 +186,23 @@ def tracked_shuffle(buffer_size: int, rng: np.random.Generator) -> Stage:
                 pending[it.shard] -= 1
                 if pending[it.shard] == 0 and it.shard in closed:
                     done.append(it.shard)
+            if drop:
+                return None
+            if spread:
+                key = (it.shard, it.position)
+                recent.append(key)
+                recent_set.add(key)
+                if len(recent) > spread:
+                    recent_set.discard(recent.popleft())
             finished, done = done, []
             return it.sample, it.padding, finished
 
         for it in items:
             if it is PASS_END:
                 while buf:
-                    yield emit()
+                    out = emit()
+                    if out is not None:
+                        yield out
             elif type(it) is ShardEnd:
                 closed.add(it.shard)
                 if pending.get(it.shard, 0) == 0:   # nothing of it was drawn (or all bad): delivered
@@ -181,7 +212,9 @@ def tracked_shuffle(buffer_size: int, rng: np.random.Generator) -> Stage:
                     pending[it.shard] = pending.get(it.shard, 0) + 1
                 buf.append(it)
                 if len(buf) >= buffer_size:
-                    yield emit()
+                    out = emit()
+                    if out is not None:
+                        yield out
     return stage
 
 
@@ -191,11 +224,11 @@ def take(n: int) -> Stage:
 
 def sample_stream(split_dir: Path, plan: WorkerPlan, quota: int, factors: dict[str, np.ndarray] | None,
                   buffer_size: int, rng: np.random.Generator, bad: BadSamples, sizes: dict[str, int] | None = None,
-                  fallback: Iterable[str] = ()) -> Iterator[tuple[dict, bool, list[str]]]:
+                  fallback: Iterable[str] = (), spread: int = 0) -> Iterator[tuple[dict, bool, list[str]]]:
     """Exactly ``quota`` samples of one worker's epoch as (sample, is_padding, shards finished);
-    ``sizes``, ``fallback``: see :func:`read_samples`."""
+    ``sizes``, ``fallback``: see :func:`read_samples`; ``spread``: see :func:`tracked_shuffle`."""
     return compose(shard_passes(plan),
                    read_samples(split_dir, bad, sizes, fallback),
                    repeat_by_factors(factors, rng),
-                   tracked_shuffle(buffer_size, rng),
+                   tracked_shuffle(buffer_size, rng, spread),
                    take(quota))

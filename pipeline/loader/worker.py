@@ -82,7 +82,8 @@ class WorkerStream:
         # where padding comes from when this worker's own shards give nothing: the rank's others
         fallback = [s for i, w in enumerate(plans) if i != self.worker for s in w.shards] + list(self.ds.sizes)
         samples = sample_stream(self.ds.split_dir, plan, plan.batches * cfg.images_per_batch, self.ds.repeat,
-                                cfg.shuffle_buffer if cfg.train else 1, rng, bad, self.ds.sizes, fallback)
+                                cfg.shuffle_buffer if cfg.train else 1, rng, bad, self.ds.sizes, fallback,
+                                spread=cfg.images_per_batch if self.ds.repeat is not None else 0)
         path = self.path_cls(cfg, self.buffer)
         items, done, filler, emitted = [], [], None, 0
 
