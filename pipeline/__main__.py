@@ -58,13 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--shards", required=True, metavar="SHARDS",
                        help="the shards root (shard --out, data.shards), the folder with train/ and val/")
     check.add_argument("--split", default="train", metavar="NAME", help="the split to read (default train)")
-    check.add_argument("--config", help="YAML loader config")
+    check.add_argument("--config", help="YAML: a training config (its loader: section) or a loader config")
     check.add_argument("--batch-size", type=int)
     check.add_argument("--workers", type=int)
     check.add_argument("--sampling", choices=["instance", "class", "sqrt", "keyword", "balanced"])
     check.add_argument("--rank", type=int, default=0)
     check.add_argument("--world-size", type=int, default=1)
-    check.add_argument("overrides", nargs="*", metavar="key=value")
+    check.add_argument("overrides", nargs="*", metavar="loader.key=value",
+                       help="as in the training configs, e.g. loader.image_size=64 (key=value also works)")
     return parser
 
 
@@ -78,7 +79,7 @@ def _loader_check(args) -> int:
     from webtag.config import load_config
 
     split = split_folder(args.shards, args.split)
-    cfg = load_config(LoaderConfig, args.config, args.overrides, defaults={
+    cfg = load_config(LoaderConfig, args.config, args.overrides, section="loader", defaults={   # loader.key=value
         "batch_size": args.batch_size, "workers": args.workers, "sampling": args.sampling})
     loader = ShardLoader(split, cfg, rank=args.rank, world_size=args.world_size)
     n_batches = len(loader)

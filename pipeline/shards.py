@@ -44,6 +44,7 @@ from webtag.problems import Problems
 
 from . import eval_splits, schema
 from .images import BadImage, as_jpeg, resize_shorter
+from .timm_info import write_timm_info
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +335,7 @@ def merge_split(out: str | Path, split: str) -> dict:
     write_text_atomic(split_dir / schema.REPORT_FILE, json.dumps(report, indent=1))
     # last: sizes.json marks the split finished (split_folder, training and the loader need it)
     write_text_atomic(split_dir / schema.SIZES_FILE, json.dumps(sizes, indent=1))
+    write_timm_info(out)   # <out>/_info.json: timm's --dataset wds/ reads the finished splits (pipeline.timm_info)
     log.info("%s: %d samples in %d shards (%.1f MB), %d skipped", split, report["samples"],
              report["shards"], report["bytes"] / 1e6, report["skipped"])
     return report

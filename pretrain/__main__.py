@@ -11,5 +11,8 @@ if __name__ == "__main__":
     if argv and argv[0] == "graph":
         from pretrain.graph_cli import main
         sys.exit(main(argv[1:]))
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__ + "\n`python -m pretrain train --help` lists every config key.")
+        sys.exit(0)
     print(__doc__, file=sys.stderr)
     sys.exit(2)

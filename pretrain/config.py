@@ -31,7 +31,7 @@ class GCNConfig:
     tau: float = 0.4                      # binary threshold on P(j | i)
     p: float = 0.2                        # re-weighting: weight of the neighbours
     variant: Literal["paper", "original"] = "paper"   # the paper's equations or the authors' code
-    hidden: int = 1024
+    hidden: int = 1024                    # width of the GCN's hidden layer
     embeddings: str = "word2vec"          # word2vec: text mining's vectors; or a C x d .npy / pickle
     embedding_dim: int | None = None      # set: the label vectors must have this width (ML-GCN: 300)
 
@@ -44,7 +44,7 @@ class GCNConfig:
 class SRNConfig:
     stage: int = 4                        # 1 main net, 2 attention + confidence, 3 f_sr, 4 all jointly
     feature_layer: str = "layer3"         # the res4 block of a ResNet (14 x 14 at 224 px)
-    grid: int = 14
+    grid: int = 14                        # side of SRN's attention grid (the feature map at the training size)
 
     def __post_init__(self) -> None:
         check(self, stage=between(1, 4), grid=at_least(1))
@@ -56,14 +56,14 @@ class ModelConfig:
     name: str = "resnet50"                # any timm model name
     pretrained: bool = False              # timm/HF-hub weights (needs internet)
     num_classes: int | None = None        # None: sized from the data; set: must match the data
-    drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
-    channels_last: bool = True
+    drop_rate: float = 0.0                # dropout before the classifier
+    drop_path_rate: float = 0.0           # stochastic depth rate (models that support it)
+    channels_last: bool = True            # train in channels-last memory format (faster convolutions on GPUs)
     compile: bool = False                 # torch.compile the model
     compile_mode: str | None = None       # e.g. max-autotune
     pooling: Literal["default", "avg", "max", "gem"] = "default"   # default: the model's own
     gem_p: float = 3.0                    # GeM exponent (MultiGrain)
-    gem_learnable: bool = False
+    gem_learnable: bool = False           # learn the GeM exponent
     head: Literal["linear", "gcn", "srn"] = "linear"   # gcn: ML-GCN classifier; srn: SRN
     init_weights: str = ""                # a whole model (model.safetensors) to start from, e.g. the
     #                                       previous SRN stage
@@ -82,7 +82,7 @@ class MultiTaskConfig:
     the classes on the same pooled features, weighted cross entropy on the label weights);
     ``L = wt_weight * L_WT + lw_weight * L_LW``. The backbone is exported as for one head."""
     lw_weight: float = 0.0                # 0: off (one head)
-    wt_weight: float = 1.0
+    wt_weight: float = 1.0                # weight of the WT-Set (keywords) loss
 
     def __post_init__(self) -> None:
         check(self, lw_weight=at_least(0), wt_weight=at_least(0))
@@ -90,17 +90,17 @@ class MultiTaskConfig:
 
 @dataclass
 class LossConfig:
-    name: Literal["soft_ce", "weighted_ce", "bce", "asl", "multilabel_soft_margin"] = "soft_ce"
+    name: Literal["soft_ce", "weighted_ce", "bce", "asl", "multilabel_soft_margin"] = "soft_ce"  # the training loss (docs/methods.md)
     #                                       multilabel_soft_margin: ML-GCN's (torch's MultiLabelSoftMarginLoss,
     #                                       the mean over labels; bce sums over them)
     reduction: Literal["mean", "sum"] = "mean"   # soft_ce over keywords: sum: -sum_{k in P} log softmax_k
     #                                       (the slide); mean: the same / |P| (docs/methods.md, "WT-Set")
     gamma_neg: float = 4.0                # asymmetric loss (Ridnik et al. 2021)
-    gamma_pos: float = 0.0
+    gamma_pos: float = 0.0                # asymmetric loss: focusing on positives
     clip: float = 0.05                    # asymmetric loss probability margin
     margin_lambda: float | None = None    # MultiGrain: lambda * L_class + (1 - lambda) * margin loss
     #                                       on the pooled embeddings (use with loader.repeat_aug >= 2)
-    margin_alpha: float = 0.2
+    margin_alpha: float = 0.2             # MultiGrain margin loss: the margin alpha
     margin_beta: float = 1.2              # initial value of the learnable beta
     margin_sampling: Literal["reference", "stable"] = "reference"   # negatives: reference: as the authors'
     #                                       code (one global max: uniform in high dimensions); stable: per row
@@ -117,19 +117,19 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    name: Literal["sgd", "adamw"] = "sgd"
+    name: Literal["sgd", "adamw"] = "sgd" # the optimizer
     lr: float = 0.1                       # for the effective batch (per device x devices x accumulation)
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-4
+    momentum: float = 0.9                 # SGD momentum
+    nesterov: bool = False                # SGD with Nesterov momentum
+    weight_decay: float = 1e-4            # L2 weight decay
     no_decay_bias_norm: bool = True       # no weight decay on biases and normalisation weights
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
-    warmup_steps: int = 0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999]) # AdamW betas
+    schedule: Literal["cosine", "step", "constant"] = "cosine" # LR schedule after the warmup
+    warmup_steps: int = 0                 # optimizer steps of linear LR warmup
     warmup_lr: float = 0.0                # LR at step 0 of the warmup (linear to lr)
     min_lr: float = 0.0                   # cosine floor
     step_every: int = 30                  # step schedule: decay every N epochs
-    step_gamma: float = 0.1
+    step_gamma: float = 0.1               # step schedule: LR factor at each decay
     clip_grad: float | None = None        # max gradient norm
     backbone_lr_scale: float = 1.0        # LR of every parameter but the head's = lr x this (ML-GCN: 0.1)
     ema_decay: float | None = None        # e.g. 0.9998: keep an EMA of the weights
@@ -154,23 +154,26 @@ class AugmentConfig:
 
 @dataclass
 class TrainConfig:
-    output_dir: str = "runs/pretrain"
-    epochs: int = 1
+    output_dir: str = "runs/pretrain"     # the run folder: config.yaml, metrics.csv, train.log, checkpoints, weights
+    epochs: int = 1                       # passes over the training shards (unless max_steps)
     max_steps: int | None = None          # optimizer steps; overrides epochs
     grad_accum: int = 1                   # micro-batches per optimizer step
     effective_batch: int | None = None    # set: grad_accum = effective_batch / (batch_size x processes),
     #                                       so the effective batch stays the same on any number of devices
-    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
-    seed: int = 0
+    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16" # autocast dtype (Accelerate)
+    seed: int = 0                         # seed of the model init and of every rank's RNG
     log_every: int = 20                   # optimizer steps between log lines (and the NaN / stop checks)
     stop_check_every: int = 1             # optimizer steps between stop-request checks (0: at log points only)
     eval_every: int = 1000                # optimizer steps between evaluations (0: only at the end)
     checkpoint_every: int = 1000          # optimizer steps between checkpoints (0: only at the end)
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 2             # newest checkpoints kept
     resume: str = "auto"                  # auto: the newest checkpoint of output_dir; none; or a checkpoint folder
-    precision_at: list[int] = field(default_factory=lambda: [1, 5])
-    tensorboard: bool = True
-    progress: bool = True
+    precision_at: list[int] = field(default_factory=lambda: [1, 5]) # k of the held-out precision@k
+    tensorboard: bool = True              # also log the metrics to <output_dir>/tensorboard
+    log_with: list[str] = field(default_factory=list)   # Accelerate trackers beside metrics.csv: wandb, mlflow,
+    #                                       aim, tensorboard, ... (webtag.trackers)
+    tracker_project: str = "webtag"       # the trackers' project (wandb) / experiment (mlflow) name
+    progress: bool = True                 # a progress bar on rank 0
 
     def __post_init__(self) -> None:
         check(self, epochs=at_least(1), max_steps=at_least(1), grad_accum=at_least(1), effective_batch=at_least(1),

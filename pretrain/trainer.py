@@ -29,6 +29,8 @@ import torch
 from pipeline.loader import DevicePrefetcher, GpuAugment, ShardLoader
 from webtag.atomic import write_text_atomic
 from webtag.config import ConfigError, dump_config
+from webtag import trackers
+from webtag.logs import attach_run_log
 
 from . import checkpoint as ckpt
 from .checkpointer import Checkpointer, ShardAudit
@@ -79,7 +81,8 @@ class Trainer:
         self.grad_accum = accumulation_steps(tc, cfg.loader.batch_size, world)
         self.accelerator = acc = Accelerator(mixed_precision=tc.mixed_precision,
                                              gradient_accumulation_steps=self.grad_accum,
-                                             step_scheduler_with_optimizer=False)
+                                             step_scheduler_with_optimizer=False,
+                                             **trackers.accelerator_kwargs(tc.log_with, tc.output_dir))
         if acc.num_processes != world:
             raise ConfigError(f"Accelerate runs {acc.num_processes} processes but WORLD_SIZE is {world}")
         self.device, self.out = acc.device, Path(tc.output_dir)
@@ -258,6 +261,7 @@ class Trainer:
                         self.on_evaluated(row)
                     if self.is_main:
                         self.metrics.log(self.step, row)
+                        self.accelerator.log(row, step=self.step)   # train.log_with's trackers (if any)
                     report.show(self.step, row)
                     if due.checkpoint or (stop and not due.last):
                         self.save_checkpoint(batches.in_flight)
@@ -286,6 +290,8 @@ class Trainer:
             if self.metrics is not None:
                 self.metrics.close()
             self.stop.restore()
+            if tc.log_with:
+                self.accelerator.end_training()
         self.stop.status(result)
         return result
 
@@ -310,6 +316,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.out / "config.yaml", dump_config(self.cfg))
         acc.wait_for_everyone()
+        attach_run_log(self.out, acc.process_index)   # <output_dir>/train.log beside config.yaml, metrics.csv
         state = self.checkpointer.resume()
         if state is not None:
             self.step, self.images_seen = int(state["step"]), int(state.get("images_seen", 0))
@@ -317,6 +324,7 @@ class Trainer:
         if self.is_main:
             self.metrics = MetricsLog(self.out, tensorboard=tc.tensorboard)
             self.metrics.truncate_after(self.step)
+        trackers.start(acc, tc.log_with, tc.tracker_project, self.out, self.cfg)
         self.stop.status("running")
         log.info("model %s, head %d (%s), %d processes (%s), per-device batch %d x %d devices x %d "
                  "accumulation steps = effective batch %d; %d training shards (%d images), %d held out; "

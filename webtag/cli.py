@@ -1,7 +1,9 @@
 """Command-line plumbing shared by the training stages (pretrain, finetune).
 
 - ``setup_rank_logging``: console logging for one process of a multi-process run;
-- ``run_training``: ``--config YAML [key=value ...]`` -> config -> trainer -> ``fit()``, with the
+- ``run_training``: ``--config YAML [key=value ...]`` -> config -> trainer -> ``fit()`` (``--help``
+  lists every config key with its type, default and description; ``--print-config`` prints the
+  resolved config and exits), with the
   exit statuses every training command has: 0 done, 2 bad input (a config error, or one of the
   stage's ``input_errors``: nothing ran), 3 the stage's ``nonfinite_errors`` (training diverged).
 
@@ -14,7 +16,8 @@ import argparse
 import logging
 import os
 
-from webtag.config import ConfigError, load_config
+from webtag.config import ConfigError, dump_config, load_config
+from webtag.config_help import format_keys
 from webtag.logs import setup_logging
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_NONFINITE = 0, 2, 3
@@ -32,14 +35,20 @@ def run_training(argv: list[str] | None, config_cls, trainer_cls, prog: str, con
     """Parse ``--config`` and ``key=value`` overrides, build ``trainer_cls(config)``, ``fit()``.
     A ConfigError or one of ``input_errors`` exits 2 with its message, one of ``nonfinite_errors``
     exits 3; the logger is the stage's (``pretrain`` / ``finetune``, from ``prog``)."""
-    ap = argparse.ArgumentParser(prog=prog, description=description,
+    ap = argparse.ArgumentParser(prog=prog, description=description, epilog=format_keys(config_cls),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help=config_help)
+    ap.add_argument("--print-config", action="store_true",
+                    help="print the resolved config (the YAML file, then the overrides) and exit")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=0.2 train.epochs=90")
     args = ap.parse_args(argv)
     log = logging.getLogger(prog.rsplit(" ", 1)[-1].split("/")[0])   # pretrain / finetune
     try:
-        trainer_cls(load_config(config_cls, args.config, args.overrides)).fit()
+        cfg = load_config(config_cls, args.config, args.overrides)
+        if args.print_config:
+            print(dump_config(cfg), end="")
+            return EXIT_OK
+        trainer_cls(cfg).fit()
     except (ConfigError, *input_errors) as exc:
         log.error("%s", exc)
         return EXIT_BAD_INPUT

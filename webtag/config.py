@@ -207,8 +207,12 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.Iterable[str] = (),
-                defaults: dict | None = None) -> T:
-    """Load ``cls`` from an optional YAML file, then ``defaults`` (e.g. from CLI flags), then overrides."""
+                defaults: dict | None = None, section: str | None = None) -> T:
+    """Load ``cls`` from an optional YAML file, then ``defaults`` (e.g. from CLI flags), then overrides.
+
+    ``section``: ``cls`` is that section of a larger config (``loader`` of the training configs), so
+    that a command taking only it reads the same ``section.key=value`` overrides (``key=value``
+    too) and a whole training YAML (its ``section:`` mapping)."""
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -225,11 +229,15 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: the top level must be a mapping")
         data = loaded
+        if section and isinstance(data.get(section), dict):
+            data = data[section]
     for key, value in (defaults or {}).items():
         if value is not None:
             _set_dotted(data, key, value)
     for text in overrides:
         key, value = parse_override(text)
+        if section and key.startswith(section + "."):
+            key = key[len(section) + 1:]
         _set_dotted(data, key, value)
     try:
         return from_dict(cls, data)
