@@ -112,6 +112,41 @@ def query_terms(release: Release, wn) -> dict[tuple[str, int], list[str]]:
     return out
 
 
+def _candidates(parts: list[Path], vocab_index: dict, dropped):
+    """(index, class_id, vocabulary ids) of every kept image with vocabulary keywords, in order."""
+    for batch in _extract_batches(parts, ["index", "class_id", "keywords"]):
+        d = batch.to_pydict()
+        for idx, cls, kws in zip(d["index"], d["class_id"], d["keywords"]):
+            if idx in dropped:
+                continue
+            ids = [vocab_index[k] for k in kws if k in vocab_index]
+            if ids:
+                yield idx, cls, ids
+
+
+def knn_reference(parts: list[Path], vocab_index: dict, dropped, size: int, seed: int, kw_vecs: np.ndarray):
+    """The KNN reference set: ``size`` of the images with vocabulary keywords, drawn uniformly
+    (seeded), as (unit mean embeddings, indices, class ids) in corpus order.
+
+    Two passes over the count parts, so that memory is bounded by ``size`` (weights.knn_reference),
+    not by the corpus: the first counts the candidates, the second keeps only the drawn ones (the
+    draw is the one a single pass over all candidates made, so the set is the same; that pass held
+    a Python list of keyword ids for every candidate image, which grew with the corpus)."""
+    n_cand = sum(1 for _ in _candidates(parts, vocab_index, dropped))
+    n_ref = min(size, n_cand)
+    if not n_ref:
+        return mean_embeddings([], kw_vecs), np.zeros(0, np.int64), np.zeros(0, np.int32)
+    pick = np.sort(np.random.default_rng(seed).choice(n_cand, size=n_ref, replace=False))
+    ids, index, classes = [], np.empty(n_ref, np.int64), np.empty(n_ref, np.int32)
+    j = 0
+    for i, (idx, cls, kw) in enumerate(_candidates(parts, vocab_index, dropped)):
+        if j < n_ref and i == pick[j]:
+            ids.append(kw)
+            index[j], classes[j] = idx, cls
+            j += 1
+    return mean_embeddings(ids, kw_vecs), index, classes
+
+
 def find_duplicates(release: Release, parts: list[Path], problems: Problems) -> np.ndarray:
     frames = [pq.read_table(p / "extract.parquet", columns=["index", "key"]).to_pandas() for p in parts]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"index": [], "key": []})
@@ -211,24 +246,8 @@ def build_vocabulary(root: str | Path, out: str | Path, cfg: TextMiningConfig) -
 
     # KNN reference set
     t = time.perf_counter()
-    vocab_index = dict(zip(words, range(len(words))))
-    cand_idx, cand_cls, cand_ids = [], [], []
-    for batch in _extract_batches(parts, ["index", "class_id", "keywords"]):
-        d = batch.to_pydict()
-        for idx, cls, kws in zip(d["index"], d["class_id"], d["keywords"]):
-            if idx in dropped:
-                continue
-            ids = [vocab_index[k] for k in kws if k in vocab_index]
-            if ids:
-                cand_idx.append(idx)
-                cand_cls.append(cls)
-                cand_ids.append(ids)
-    rng = np.random.default_rng(cfg.weights.seed)
-    n_ref = min(cfg.weights.knn_reference, len(cand_idx))
-    pick = np.sort(rng.choice(len(cand_idx), size=n_ref, replace=False)) if n_ref else np.zeros(0, np.int64)
-    ref_emb = mean_embeddings([cand_ids[i] for i in pick], kw_vecs)
-    ref_index = np.asarray(cand_idx, dtype=np.int64)[pick] if n_ref else np.zeros(0, np.int64)
-    ref_class = np.asarray(cand_cls, dtype=np.int32)[pick] if n_ref else np.zeros(0, np.int32)
+    ref_emb, ref_index, ref_class = knn_reference(parts, dict(zip(words, range(len(words)))), dropped,
+                                                  cfg.weights.knn_reference, cfg.weights.seed, kw_vecs)
     timings["knn_reference"] = time.perf_counter() - t
 
     tagger = json.loads((parts[0] / "report.json").read_text())["tagger"]

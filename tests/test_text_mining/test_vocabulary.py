@@ -27,3 +27,43 @@ def test_size_cap_keeps_most_frequent():
     vocab, info = filter_vocabulary(_counts(), 1000, VocabularyConfig(drop_top=0, max_df=1.0, min_df=1, max_size=3))
     assert vocab["keyword"].tolist() == ["photo", "image", "cat"]
     assert info["dropped_over_max_size_count"] == 7
+
+
+def _extract_parts(tmp_path, n_parts=4, per_part=15000):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    parts = []
+    for p in range(n_parts):
+        d = tmp_path / f"part-{p}"
+        d.mkdir()
+        idx = list(range(p * per_part, (p + 1) * per_part))
+        pq.write_table(pa.table({"index": idx, "class_id": [i % 7 for i in idx],
+                                 "keywords": [["w%d" % (i % 50), "w%d" % (i % 13)] if i % 5 else [] for i in idx]}),
+                       d / "extract.parquet")
+        parts.append(d)
+    return parts
+
+
+def test_knn_reference_memory_is_bounded_by_its_size(tmp_path):
+    """The reference set is drawn in two passes: memory follows weights.knn_reference, not the
+    corpus, and the draw equals a single pass over all candidates (issue 19)."""
+    import tracemalloc
+
+    import numpy as np
+
+    from text_mining.vocabulary import _candidates, knn_reference
+    parts = _extract_parts(tmp_path)
+    vocab = {f"w{i}": i for i in range(50)}
+    vecs = np.eye(50, dtype=np.float32)
+    peaks = {}
+    for size in (10, 10**9):
+        tracemalloc.start()
+        emb, index, classes = knn_reference(parts, vocab, {3, 4}, size, 0, vecs)
+        peaks[size] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks[10] * 3 < peaks[10**9]
+    cands = list(_candidates(parts, vocab, {3, 4}))
+    pick = np.sort(np.random.default_rng(0).choice(len(cands), size=10, replace=False))
+    emb, index, classes = knn_reference(parts, vocab, {3, 4}, 10, 0, vecs)
+    assert index.tolist() == [cands[i][0] for i in pick] and classes.tolist() == [cands[i][1] for i in pick]
+    assert emb.shape == (10, 50) and np.allclose(np.linalg.norm(emb, axis=1), 1)
