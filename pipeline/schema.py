@@ -51,6 +51,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from text_mining import schema as tm_schema
+from webtag.storage import location
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def split_folder(root: str | Path, split: str, flag: str = "--split") -> Path:
     --out``, ``data.shards``). A split folder passed as the root (it holds sizes.json itself) or
     a split that is not there is a ValueError saying what to pass instead (``flag``: the command
     line option that names the split)."""
-    root = Path(root)
+    root = location(root)    # a local folder, an fsspec URL or a pipe: template (webtag.storage)
     if (root / SIZES_FILE).is_file():
         raise ValueError(f"--shards {root} is a split folder (it holds {SIZES_FILE}): pass the shards root "
                          f"and the split, --shards {root.parent} {flag} {root.name}")
@@ -109,7 +110,7 @@ def split_folder(root: str | Path, split: str, flag: str = "--split") -> Path:
 def list_record(split_dir: str | Path) -> dict:
     """``LIST_KEYS`` of a finished evaluation split (its report); ValueError for a train split or
     one packed before webtag recorded them."""
-    path = Path(split_dir) / REPORT_FILE
+    path = location(split_dir) / REPORT_FILE
     report = json.loads(path.read_text(encoding="utf-8"))
     if "list_file" not in report:
         raise ValueError(f"{path} records no list file: {split_dir} is no evaluation split packed by "
@@ -119,7 +120,7 @@ def list_record(split_dir: str | Path) -> dict:
 
 def read_sizes(split_dir: str | Path) -> dict[str, int]:
     """Shard file name -> number of samples, in shard order."""
-    with open(Path(split_dir) / SIZES_FILE, encoding="utf-8") as fh:
+    with (location(split_dir) / SIZES_FILE).open("r", encoding="utf-8") as fh:
         return json.load(fh)
 
 
@@ -130,7 +131,7 @@ class ShardsMismatch(ValueError):
 def recorded_labels(split_dir: str | Path) -> dict | None:
     """What a finished split's report records of its labels (``LABEL_KEYS``), or None when it was
     sharded before webtag recorded them."""
-    path = Path(split_dir) / REPORT_FILE
+    path = location(split_dir) / REPORT_FILE
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -149,7 +150,7 @@ def check_labels(split_dir: str | Path, labels_dir: str | Path, level: str = "la
     ``level``: ``labels`` compares the whole fingerprint, ``classes`` only the class list (what
     class evaluation needs). A split from before fingerprints: ``old="refuse"`` or ``"warn"``.
     Returns the labels' completion marker."""
-    split_dir, labels_dir = Path(split_dir), Path(labels_dir)
+    split_dir, labels_dir = location(split_dir), Path(labels_dir)
     marker = tm_schema.read_complete(labels_dir)
     rec = recorded_labels(split_dir)
     key = "classes_fingerprint" if level == "classes" else "labels_fingerprint"

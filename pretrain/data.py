@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from pipeline import schema as shard_schema
 from text_mining import schema as tm_schema
+from webtag.storage import location, parquet_source
 
 from .config import DataConfig, ModelConfig
 
@@ -42,7 +43,7 @@ def inspect_data(cfg: DataConfig, model: ModelConfig | None = None) -> DataInfo:
         raise DataError("data.shards is not set: the folder written by `python -m pipeline shard --out`")
     if not cfg.labels:
         raise DataError("data.labels is not set: the folder written by `python -m text_mining run --out`")
-    train_dir = Path(cfg.shards) / "train"
+    train_dir = location(cfg.shards) / "train"     # local, fsspec URL or pipe: (webtag.storage)
     sizes_file = train_dir / shard_schema.SIZES_FILE
     if not sizes_file.is_file():
         raise DataError(f"{sizes_file} does not exist: data.shards must be a finished shard folder "
@@ -60,7 +61,7 @@ def inspect_data(cfg: DataConfig, model: ModelConfig | None = None) -> DataInfo:
     num_outputs = num_keywords if cfg.target == "keywords" else num_classes
 
     manifest = train_dir / shard_schema.MANIFEST_FILE
-    t = pq.read_table(manifest, columns=["class_id", "keyword_ids"])
+    t = pq.read_table(parquet_source(manifest), columns=["class_id", "keyword_ids"])
     max_kw = pc.max(pc.list_flatten(t["keyword_ids"])).as_py() if len(t) else None
     max_cls = pc.max(t["class_id"]).as_py() if len(t) else None
     if max_kw is not None and max_kw >= num_keywords:

@@ -15,6 +15,8 @@ from typing import Iterable, Iterator
 
 from torch.utils.data import DataLoader
 
+from webtag.storage import location
+
 from .. import schema
 from .collate import BatchMeta, EpochMarker, as_tensors
 from .config import LoaderConfig
@@ -80,7 +82,7 @@ class ShardLoader:
                  num_keywords: int | None = None, shards: list[str] | None = None):
         """``shards``: read only these shards of the split (e.g. all but a held-out few);
         ``num_keywords``: the vocabulary size, for keyword sampling (default: from the manifest)."""
-        self.split_dir = Path(split_dir)
+        self.split_dir = location(split_dir)     # a Path, or a URL / pipe: location (webtag.storage)
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         if cfg.batch_size % max(1, cfg.repeat_aug):
             raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of repeat_aug {cfg.repeat_aug}")

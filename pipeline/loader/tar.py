@@ -29,6 +29,8 @@ try:
 except ImportError:  # pragma: no cover - orjson is a dependency; plain json still works
     from json import loads as _json_loads
 
+from webtag.storage import open_binary
+
 from .. import schema
 from .bad import BadSamples
 
@@ -95,8 +97,8 @@ def iter_tar(path: Path, bad: BadSamples) -> Iterator[tuple[str, bytes]]:
     and reading goes on at the next valid header; a file that cannot be opened or read raises
     OSError."""
     where, adler32 = str(path), zlib.adler32
-    with open(path, "rb", buffering=1 << 20) as fh:
-        end = os.fstat(fh.fileno()).st_size
+    fh, end = open_binary(path)        # a local file, or a remote one / a pipe's output (webtag.storage)
+    with fh:
         pos = 0
         long_name = None
         while True:
