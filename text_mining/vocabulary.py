@@ -254,7 +254,7 @@ def build_vocabulary(root: str | Path, out: str | Path, cfg: TextMiningConfig) -
     report = {
         "num_parts": num_parts, "images": int(n_images), "duplicates": int(len(dup_idx)),
         "tagger": tagger, **vocab_stats, "word2vec_words": len(kv),
-        "knn_reference": int(n_ref), "problems": problems.to_dict(),
+        "knn_reference": int(len(ref_index)), "problems": problems.to_dict(),
         "seconds": {k: round(v, 3) for k, v in timings.items()},
     }
     report["seconds"]["total"] = round(time.perf_counter() - t0, 3)
