@@ -4,6 +4,7 @@ Commands:
   shard         pack images and their text-mining labels into WebDataset shards
   shard-merge   the reduce step of a sharding run split into parts (Slurm)
   loader-check  one epoch of the streaming loader over a split: batches, speed, class balance
+  upload        a finished local shards root to object storage (s3://, gs://)
 """
 from __future__ import annotations
 
@@ -29,7 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "Without --part: every part on this machine, then the merge.")
     shard.add_argument("--webvision", required=True, metavar="ROOT", help="WebVision release root")
     shard.add_argument("--labels", metavar="DIR", help="text-mining output folder (images.parquet)")
-    shard.add_argument("--out", required=True, metavar="SHARDS", help="output folder")
+    shard.add_argument("--out", required=True, metavar="SHARDS",
+                       help="output folder, or an object-store URL (s3://bucket/shards): written to --stage, "
+                            "then uploaded")
+    shard.add_argument("--stage", metavar="DIR",
+                       help="with a URL --out: the local folder written before the upload "
+                            "(default _work/stage/NAME-HASH)")
     shard.add_argument("--split", choices=["train", "val", "test", "all"],
                        help="all (the default without --imagenet-val): train, val and test when the "
                             "release lists it")
@@ -51,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument("--num-parts", type=int)
     shard.add_argument("overrides", nargs="*", metavar="key=value")
 
+    upload = commands.add_parser("upload", help="upload a finished shards root to object storage")
+    upload.add_argument("shards", metavar="SHARDS", help="local shards root (shard --out)")
+    upload.add_argument("url", metavar="URL", help="destination, e.g. s3://bucket/shards")
     merge = commands.add_parser("shard-merge", help="manifest, sizes.json and report of finished parts")
     merge.add_argument("--out", required=True, metavar="SHARDS")
     merge.add_argument("--split", choices=["train", "val", "test", "imagenet_val", "all"], default="all")
@@ -120,6 +129,7 @@ def _shard(args) -> int:
     from pipeline.shards import ShardConfig, parse_size, shard_all, split_samples, write_part
     from webtag.config import load_config
     from webtag.lock import part_name, run_lock
+    from webtag.storage import is_url
 
     cfg = load_config(ShardConfig, args.config, args.overrides, defaults={
         "max_size": parse_size(args.max_size) if args.max_size else None,
@@ -140,10 +150,20 @@ def _shard(args) -> int:
     part = args.part
     if part is None and args.num_parts and os.environ.get("SLURM_ARRAY_TASK_ID") is not None:
         part = int(os.environ["SLURM_ARRAY_TASK_ID"])
+    remote = None
+    if is_url(args.out):   # written locally, uploaded when finished (pipeline/publish.py)
+        if part is not None:
+            raise ValueError(f"--out {args.out} with --part: write the parts to a shared folder, run "
+                             "shard-merge there, then `python -m pipeline upload SHARDS URL`")
+        from pipeline.publish import stage_folder
+        remote, args.out = args.out, str(stage_folder(args.out, args.stage))
     if part is None:
         with run_lock(args.out, "pipeline shard"):   # the whole of --out (webtag/lock.py)
             shard_all(args.webvision, args.labels, args.out, cfg, splits, args.workers, args.num_parts,
                       args.images_root, args.imagenet_val, args.imagenet_labels)
+            if remote is not None:
+                from pipeline.publish import publish_shards
+                publish_shards(args.out, remote)
         return 0
     if not args.num_parts:
         raise ValueError("--part needs --num-parts")
@@ -163,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _loader_check(args)
         except (ConfigError, ValueError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    if args.command == "upload":
+        from pipeline.publish import publish_shards
+        try:
+            publish_shards(args.shards, args.url)
+            return 0
+        except (ValueError, FileNotFoundError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     if args.command in ("shard", "shard-merge"):
