@@ -1,5 +1,7 @@
-"""A real S3-compatible server on loopback (moto's standalone server), started once per session,
-and the environment that points s3fs at it (credentials and endpoint as a user sets them)."""
+"""Fixtures for the object-storage tests (imported by them; not a conftest.py, whose module name
+would shadow tests/conftest.py): a real S3-compatible server on loopback (moto's standalone server),
+started once per session, and the environment that points s3fs at it (credentials and endpoint as a
+user sets them)."""
 from __future__ import annotations
 
 import os
