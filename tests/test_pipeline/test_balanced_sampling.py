@@ -1,23 +1,20 @@
 """Balanced sampling (``loader.sampling=balanced``): labels equally likely (chi-square against
 uniform, classes and keywords), the cap on copies, the epoch's draws, copies a batch apart,
 determinism, resume, loader-check's exposure lines."""
-import io
 import subprocess
 import sys
 from collections import Counter
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 from scipy.stats import chisquare
 
 from conftest import REPO
 from pipeline import schema
 from pipeline.loader import BadSamples, LoaderConfig, ShardLoader, WorkerPlan, merge_states, sample_stream
 from pipeline.loader.balanced import balanced_factors, exposure, read_labels, relative_percentiles, solve_factors
-from pipeline.shards import ShardConfig, merge_split, write_part
+from labelled_shards import write_labelled_shards
 from webtag.config import ConfigError
 
 COUNTS = [400, 120, 50, 20, 10]      # images per class
@@ -29,26 +26,12 @@ def labelled(tmp_path_factory):
     """Shards of 600 images: 5 classes of 400/120/50/20/10 and 1-3 keywords each out of 12 with
     Zipf-like frequencies (one tiny JPEG)."""
     root = tmp_path_factory.mktemp("balanced")
-    buf = io.BytesIO()
-    Image.new("RGB", (16, 16), (10, 200, 10)).save(buf, format="JPEG")
-    (root / "img.jpg").write_bytes(buf.getvalue())
     rng = np.random.default_rng(1)
     cls = [c for c, n in enumerate(COUNTS) for _ in range(n)]
     rng.shuffle(cls)
     p = 1 / np.arange(1, N_KW + 1) ** 1.3
     kws = [sorted(set(rng.choice(N_KW, size=int(rng.integers(1, 4)), p=p / p.sum()).tolist())) for _ in cls]
-    n = len(cls)
-    table = pa.table({
-        "index": pa.array(range(n), pa.int64()), "key": [f"k{i}" for i in range(n)], "path": ["img.jpg"] * n,
-        "source": ["google"] * n, "class_id": pa.array(cls, pa.int32()),
-        "keyword_ids": pa.array(kws, pa.list_(pa.int32())),
-        "label_ids": pa.array([[c] for c in cls], pa.list_(pa.int32())),
-        "label_weights": pa.array([[1.0]] * n, pa.list_(pa.float32()))})
-    out = root / "shards"
-    for part in range(4):
-        write_part("train", table, root, out, ShardConfig(max_count=40), part, 4)
-    merge_split(out, "train")
-    return out
+    return write_labelled_shards(root, cls, kws, max_count=40, colour=(10, 200, 10))
 
 
 def _stream(split, cfg, epochs):

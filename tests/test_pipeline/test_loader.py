@@ -5,16 +5,15 @@ import shutil
 from collections import Counter
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
-from PIL import Image
 from scipy.stats import chisquare
 
 from pipeline import schema
 from pipeline.loader import (BadSamples, GpuAugment, LoaderConfig, ShardLoader, WorkerPlan, gpu_decode, merge_states,
                             plan_epoch, sample_stream)
-from pipeline.shards import ShardConfig, merge_split, shard_all, write_part
+from labelled_shards import write_labelled_shards
+from pipeline.shards import ShardConfig, shard_all
 
 
 @pytest.fixture(scope="module")
@@ -29,25 +28,12 @@ def shards(mined_v1, example_v1, tmp_path_factory):
 def skewed(tmp_path_factory):
     """Shards of 5 classes with 400/120/50/20/10 samples (one tiny JPEG), and keyword labels."""
     root = tmp_path_factory.mktemp("skewed")
-    buf = io.BytesIO()
-    Image.new("RGB", (16, 16), (200, 10, 10)).save(buf, format="JPEG")
-    (root / "img.jpg").write_bytes(buf.getvalue())
     counts = [400, 120, 50, 20, 10]
     cls = [c for c, n in enumerate(counts) for _ in range(n)]
     rng = np.random.default_rng(0)
     rng.shuffle(cls)
     kws = [[0] if i % 2 else [0, 1 + (i % 7 == 0)] for i in range(len(cls))]
-    n = len(cls)
-    table = pa.table({
-        "index": pa.array(range(n), pa.int64()), "key": [f"k{i}" for i in range(n)], "path": ["img.jpg"] * n,
-        "source": ["google"] * n, "class_id": pa.array(cls, pa.int32()),
-        "keyword_ids": pa.array(kws, pa.list_(pa.int32())),
-        "label_ids": pa.array([[c] for c in cls], pa.list_(pa.int32())),
-        "label_weights": pa.array([[1.0]] * n, pa.list_(pa.float32()))})
-    out = root / "shards"
-    for part in range(4):
-        write_part("train", table, root, out, ShardConfig(max_count=45), part, 4)
-    merge_split(out, "train")
+    out = write_labelled_shards(root, cls, kws, max_count=45)
     return out / "train", counts, kws
 
 
