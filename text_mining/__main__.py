@@ -6,6 +6,7 @@
     python -m text_mining tag --webvision ROOT --out DIR --part I --num-parts N [...]
     python -m text_mining merge --webvision ROOT --out DIR [...]
     python -m text_mining install-wordnet [--source /usr/share/wordnet] [--dest NLTK_DATA]
+    python -m text_mining run --webdata DIR_OR_TABLE --classes SYNSETS --out DIR [...]   (web data)
     python -m text_mining inspect --labels MINED --webvision ROOT [--shards SHARDS] --out DIR
 
 Each command holds the run lock of --out while it runs (webtag/lock.py): ``run``, ``vocabulary``
@@ -29,7 +30,12 @@ log = logging.getLogger("text_mining")
 
 
 def _common(p: argparse.ArgumentParser, parts: bool) -> None:
-    p.add_argument("--webvision", required=True, help="WebVision release root (holds info/)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--webvision", help="WebVision release root (holds info/)")
+    src.add_argument("--webdata", metavar="DIR_OR_TABLE",
+                     help="img2dataset output (folder of tar shards) or a .parquet/.csv table of "
+                          "image, caption, optional label (text_mining/webdata.py); needs --classes")
+    p.add_argument("--classes", help="with --webdata: a file of WordNet noun ids, one a line (as info/synsets.txt)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--config", help="YAML config (configs/text_mining/*.yaml); defaults if omitted")
     p.add_argument("--on-error", choices=["skip", "fail"], help="bad input: count and go on, or stop")
@@ -83,8 +89,15 @@ def main(argv: list[str] | None = None) -> int:
             inspect(args.labels, args.webvision, args.out, args.shards, per_class=args.per_class, seed=args.seed)
             print(f"{args.out}/index.html")
             return 0
-        cfg = load_config(TextMiningConfig, args.config, args.overrides,
-                          defaults={"reader.on_error": args.on_error})
+        if getattr(args, "webdata", None):
+            args.webvision = args.webdata
+            if not args.classes:
+                raise ConfigError("--webdata needs --classes FILE (the WordNet ids of the classes, one a line)")
+        defaults = {"reader.on_error": args.on_error}
+        if args.classes:
+            defaults["reader.class_list"] = str(os.path.abspath(args.classes)) \
+                if args.classes != "imagenet1k" else args.classes
+        cfg = load_config(TextMiningConfig, args.config, args.overrides, defaults=defaults)
         part = getattr(args, "part", None)
         if args.command in ("count", "tag"):
             if part is None:

@@ -34,6 +34,9 @@ class ReaderConfig:
     classes: Optional[Union[list[int], str]] = None
     check_images: Literal["auto", "always", "never"] = "auto"  # auto: if the first listed images exist
     on_error: Literal["skip", "fail"] = "skip"  # skip: count bad input in the report; fail: stop
+    # web data (img2dataset tars or a table, text_mining/webdata.py): the classes file of WordNet ids
+    # (--classes); None: the input is a WebVision release
+    class_list: Optional[str] = None
 
     def __post_init__(self) -> None:
         check_class_spec("classes", self.classes)

@@ -27,7 +27,7 @@ from .keywords import KeywordExtractor
 from .layout import Layout
 from .problems import Problems
 from .schema import META_TAGGER
-from .webvision import Release
+from .webdata import open_input
 from .wordnet import load_wordnet
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def count_part(root: str | Path, out: str | Path, cfg: TextMiningConfig, part: i
     layout.check_config(cfg)
     layout.prepare("count")
     t0 = time.perf_counter()
-    release = Release(root, cfg.reader)
+    release = open_input(root, cfg.reader, cfg.wordnet.nltk_data)
     wn = load_wordnet(cfg.wordnet.nltk_data)
     extractor = KeywordExtractor(cfg.keywords, wn)
     problems = Problems(cfg.reader.on_error)

@@ -22,6 +22,8 @@ KINDS = {
     "unknown_class": "class id outside info/synsets.txt (image dropped)",
     "missing_image": "image file listed but not on disk (image dropped)",
     "duplicate_image": "image path listed more than once (later copies dropped)",
+    "missing_caption": "web-data sample without its .txt caption (image dropped)",
+    "no_label": "web-data sample without a label and without a class name in its text (dropped)",
 }
 
 # Problems of a whole file: counted once per file, however many parts or reads meet it.

@@ -22,7 +22,7 @@ from .config import TextMiningConfig
 from .embed import load_word_vectors, word_matrix
 from .layout import Layout, OutputMismatch
 from .weights import LabelWeighter, csr_from_lists
-from .webvision import Release
+from .webdata import open_input
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def tag_part(root: str | Path, out: str | Path, cfg: TextMiningConfig, part: int
         raise OutputMismatch(f"{vocab_dir} is not finished: run `python -m text_mining vocabulary` first")
     layout.prepare("tag")
     t0 = time.perf_counter()
-    release = Release(root, cfg.reader)
+    release = open_input(root, cfg.reader, cfg.wordnet.nltk_data)
     vocab_report = json.loads((vocab_dir / "report.json").read_text())
     keyword_id, weighter = load_weighter(vocab_dir, cfg)
     dropped = set(pq.read_table(vocab_dir / "duplicates.parquet")["index"].to_pylist())

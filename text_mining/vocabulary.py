@@ -34,6 +34,7 @@ from .keywords import tokenize
 from .layout import Layout
 from .problems import Problems
 from .similarity import ClassSimilarity, Taxonomy, top_k_rows
+from .webdata import open_input
 from .webvision import Release
 from .wordnet import load_wordnet, synset_from_wnid
 
@@ -171,7 +172,7 @@ def build_vocabulary(root: str | Path, out: str | Path, cfg: TextMiningConfig) -
     layout.prepare()
     t0 = time.perf_counter()
     timings = {}
-    release = Release(root, cfg.reader)
+    release = open_input(root, cfg.reader, cfg.wordnet.nltk_data)
     wn = load_wordnet(cfg.wordnet.nltk_data)
     problems = Problems(cfg.reader.on_error)
 

@@ -1,4 +1,5 @@
-"""Command line: ``python -m webvision_example --out DIR [...]`` writes an example release."""
+"""Command line: ``python -m webvision_example --out DIR [...]`` writes an example release;
+``--img2dataset DIR`` writes its training images as img2dataset output instead."""
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "text, class-dependent JPEGs) into a new or empty folder. Same arguments "
                     "give byte-identical output.",
     )
-    parser.add_argument("--out", required=True, metavar="DIR",
-                        help="output folder (must not exist or be empty)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (must not exist or be empty)")
+    parser.add_argument("--img2dataset", metavar="DIR",
+                        help="instead: write the training images as img2dataset output (tar shards of "
+                             ".jpg/.txt/.json, per-shard .parquet and _stats.json, synsets.txt) into DIR")
     parser.add_argument("--classes", type=int, default=10, metavar="N",
                         help="number of classes (default 10)")
     parser.add_argument("--images-per-class", type=int, default=24, metavar="M",
@@ -34,6 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging()
+    if bool(args.out) == bool(args.img2dataset):
+        parser.exit(2, f"{parser.prog}: error: give one of --out DIR or --img2dataset DIR\n")
+    if args.img2dataset:
+        from webvision_example.img2dataset import make_img2dataset
+        try:
+            s = make_img2dataset(args.img2dataset, classes=args.classes,
+                                 images_per_class=args.images_per_class, seed=args.seed)
+        except ValueError as exc:
+            parser.exit(2, f"{parser.prog}: error: {exc}\n")
+        print(f"wrote {s['out']}: img2dataset-style example, {s['classes']} classes, {s['samples']} "
+              f"samples in {s['shards']} tar shards, classes in {s['out']}/synsets.txt")
+        return 0
     from webvision_example.release import make_example
 
     try:
