@@ -28,7 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pack the training images (with the text-mining labels) and the validation "
                     "images into WebDataset shards, with manifest.parquet and sizes.json per split. "
                     "Without --part: every part on this machine, then the merge.")
-    shard.add_argument("--webvision", required=True, metavar="ROOT", help="WebVision release root")
+    src = shard.add_mutually_exclusive_group(required=True)
+    src.add_argument("--webvision", metavar="ROOT", help="WebVision release root")
+    src.add_argument("--webdata", metavar="DIR_OR_TABLE",
+                     help="web data the --labels were mined from (text_mining --webdata): img2dataset "
+                          "tar shards, read directly, or a table (image paths relative to its folder)")
     shard.add_argument("--labels", metavar="DIR", help="text-mining output folder (images.parquet)")
     shard.add_argument("--out", required=True, metavar="SHARDS",
                        help="output folder, or an object-store URL (s3://bucket/shards): written to --stage, "
@@ -131,6 +135,10 @@ def _shard(args) -> int:
     from webtag.lock import part_name, run_lock
     from webtag.storage import is_url
 
+    if args.webdata:   # train only (there are no val/test lists); a table's paths are relative to it
+        args.webvision = args.webdata
+        if args.images_root is None and os.path.isfile(args.webdata):
+            args.images_root = os.path.dirname(os.path.abspath(args.webdata))
     cfg = load_config(ShardConfig, args.config, args.overrides, defaults={
         "max_size": parse_size(args.max_size) if args.max_size else None,
         "max_count": args.max_count, "resize_shorter": args.resize_shorter, "on_error": args.on_error,

@@ -34,7 +34,10 @@ META_OUTSIDE = b"webtag.outside_classes"
 
 def class_list(root: str | Path, labels_dir: str | Path | None, classes=None) -> tuple[list[str], list[int] | None]:
     """(the wnids of the class list, in class id order; the release class ids they are, or None
-    when they are the release's classes unchanged)."""
+    when they are the release's classes unchanged). Labels mined from web data bring their own."""
+    from .webdata_input import is_webdata_labels, webdata_classes
+    if is_webdata_labels(labels_dir):
+        return webdata_classes(labels_dir, classes)
     try:
         release = read_classes(Path(root) / "info" / "synsets.txt")
         wanted = class_subset(classes, len(release), "classes")

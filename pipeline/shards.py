@@ -45,6 +45,7 @@ from webtag.problems import Problems
 from . import eval_splits, schema
 from .images import BadImage, as_jpeg, resize_shorter
 from .timm_info import write_timm_info
+from .webdata_input import read_image
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ def write_part(split: str, samples: pa.Table, root: str | Path, out: str | Path,
         for row in rows:
             path = Path(row["file"]) if "file" in row else img_root / row["path"]
             try:
-                data = path.read_bytes()
+                data = read_image(path)   # a file, or a member of an img2dataset tar
             except FileNotFoundError:
                 problems.add("missing_image", str(path), None, f"sample {row['key']}: not found")
                 continue
