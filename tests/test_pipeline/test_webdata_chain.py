@@ -1,0 +1,56 @@
+"""img2dataset-style web data through the command lines: the example generator's --img2dataset
+output -> text mining (--webdata, --classes) -> shard writer reading the tars directly -> a tiny
+pretraining run."""
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import pyarrow.parquet as pq
+
+from conftest import EXAMPLE_CONFIG, PRETRAIN_EXAMPLE, REPO, pretrain_overrides
+
+
+def run(*args):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-m", *map(str, args)], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, f"{args}\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}"
+    return res.stdout + res.stderr
+
+
+def test_img2dataset_output_to_pretraining(tmp_path):
+    web, mined, shards, pt = (tmp_path / n for n in ("web", "mined", "shards", "pretrain"))
+    run("webvision_example", "--img2dataset", web, "--classes", "3", "--images-per-class", "8")
+    assert sorted(p.name for p in web.iterdir())[:3] == ["00000.parquet", "00000.tar", "00000_stats.json"]
+    run("text_mining", "run", "--webdata", web, "--classes", web / "synsets.txt", "--out", mined,
+        "--workers", "2", "--config", EXAMPLE_CONFIG)
+    images = pq.read_table(mined / "images.parquet").to_pylist()
+    report = json.loads((mined / "report.json").read_text())
+    # 24 samples: the 12 labelled ones kept, unlabelled ones by the class name in their caption,
+    # the rest dropped and counted
+    dropped = report["problems"]["counts"].get("no_label", 0)
+    assert len(images) + dropped == 24 and len(images) >= 12
+    assert all(r["source"] == "web" and r["path"].startswith("0000") and ".tar/" in r["path"] for r in images)
+    wnids = (web / "synsets.txt").read_text().split()
+    classes = pq.read_table(mined / "classes.parquet").to_pylist()
+    assert [c["wnid"] for c in classes] == wnids and all(c["words"] for c in classes)   # names from WordNet
+    with tarfile.open(web / "00000.tar") as tf:
+        first = json.loads(tf.extractfile("000000000.json").read())
+        assert images[0]["class_id"] == wnids.index(first["label"])
+
+    run("pipeline", "shard", "--webdata", web, "--labels", mined, "--out", shards, "--max-count", "8",
+        "--workers", "1")
+    assert not (shards / "val").exists()
+    manifest = pq.read_table(shards / "train" / "manifest.parquet")
+    assert manifest.num_rows == len(images)
+    shard = shards / "train" / manifest["shard"][0].as_py()
+    with tarfile.open(shard) as out, tarfile.open(web / "00000.tar") as src:
+        labels = json.loads(out.extractfile(f"{manifest['key'][0].as_py()}.json").read())
+        packed = out.extractfile(f"{manifest['key'][0].as_py()}.jpg").read()
+        assert packed == src.extractfile(labels["path"].split("/", 1)[1]).read()   # bytes kept
+
+    run("pretrain", "train", "--config", PRETRAIN_EXAMPLE, *pretrain_overrides(shards, mined, pt),
+        "train.max_steps=2")
+    assert (pt / "backbone.safetensors").exists() and (pt / "finished.json").exists()
