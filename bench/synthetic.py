@@ -91,6 +91,9 @@ def make_synthetic(workdir: str | Path, images: int = 20000, classes: int = 5000
         chunk = max(1, math.ceil(images / (workers * 4)))
         jobs = [(str(root), s, min(images, s + chunk), classes, seed) for s in range(0, images, chunk)]
         run_parts(_render_range, jobs, workers, "render images")
+        # the class list the shard writer checks the labels against (the release's info/synsets.txt)
+        (root / "info").mkdir(exist_ok=True)
+        (root / "info" / "synsets.txt").write_text("".join(f"n{i:08d} class{i}\n" for i in range(classes)))
         mined.mkdir(parents=True, exist_ok=True)
         for name, table in _tables(images, classes, keywords, seed).items():
             pq.write_table(table, mined / name)
