@@ -23,6 +23,7 @@ import json
 import logging
 import re
 import tarfile
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -61,9 +62,13 @@ def read_class_list(path: str, nltk_data: str | None = None) -> list[ClassInfo]:
     out = []
     for lineno, c in _numbered(read_classes(p), p):
         try:
-            syn = synset_from_wnid(wn, c.wnid)
-        except Exception:   # nltk raises WordNetError (or ValueError) for an unknown offset
-            raise ReleaseError(f"{p}:{lineno}: {c.wnid} is not a WordNet 3.0 noun synset") from None
+            with warnings.catch_warnings():   # nltk warns and returns None for an unknown offset
+                warnings.simplefilter("ignore")
+                syn = synset_from_wnid(wn, c.wnid)
+        except Exception:   # or raises WordNetError / ValueError
+            syn = None
+        if syn is None:
+            raise ReleaseError(f"{p}:{lineno}: {c.wnid} is not a WordNet 3.0 noun synset")
         words = c.words or tuple(name.replace("_", " ") for name in syn.lemma_names())
         out.append(ClassInfo(c.class_id, c.wnid, words))
     return out
