@@ -42,7 +42,7 @@ from webtag.config import at_least, between, check
 from webtag.parallel import part_range, run_parts
 from webtag.problems import Problems
 
-from . import eval_splits, schema
+from . import eval_splits, release_tars, schema
 from .images import BadImage, as_jpeg, resize_shorter
 from .timm_info import write_timm_info
 from .webdata_input import read_image
@@ -55,6 +55,7 @@ SHARD_KINDS = {
     "truncated_image": "JPEG without its end marker (skipped)",
     "not_image": "file is no image format PIL reads: HTML error page, unknown data (skipped)",
     "bad_image": "image that does not decode (skipped)",
+    **release_tars.ARCHIVE_KINDS,
 }
 PART_RE = re.compile(r"^part-(\d{5})-of-(\d{5})\.json$")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
@@ -217,19 +218,21 @@ def write_part(split: str, samples: pa.Table, root: str | Path, out: str | Path,
     remove_stale_tmp(parts_dir)
     t0 = time.perf_counter()
     img_root = Path(images_root) if images_root else Path(root)
-    lo, hi = part_range(samples.num_rows, part, num_parts)
-    rows = samples.slice(lo, hi - lo).to_pylist()
     problems = Problems(SHARD_KINDS, on_error=cfg.on_error)
+    archives = release_tars.find_archives(img_root) if split == "train" and "file" not in samples.column_names else []
+    if archives:   # the release's tar files: this part reads whole archives (pipeline/release_tars.py)
+        lo, hi = release_tars.part_archives(archives, part, num_parts)
+        images = release_tars.archive_images(samples.to_pylist(), archives, part, num_parts, problems)
+    else:
+        lo, hi = part_range(samples.num_rows, part, num_parts)
+        images = _files(samples.slice(lo, hi - lo).to_pylist(), img_root)
     sink = _ShardSink(split_dir, f"{split}-{part:05d}", cfg.max_size, cfg.max_count)
     manifest = {name: [] for name in schema.MANIFEST.names}
     n_resized = n_reencoded = 0
     try:
         lists = eval_splits.table_lists(samples)
-        for row in rows:
-            path = Path(row["file"]) if "file" in row else img_root / row["path"]
-            try:
-                data = read_image(path)   # a file, or a member of an img2dataset tar
-            except FileNotFoundError:
+        for row, path, data in images:
+            if data is None:
                 problems.add("missing_image", str(path), None, f"sample {row['key']}: not found")
                 continue
             try:
@@ -276,6 +279,16 @@ def write_part(split: str, samples: pa.Table, root: str | Path, out: str | Path,
     log.info("%s part %d/%d: %d samples in %d shards, %d skipped, %.1fs", split, part, num_parts,
              report["samples"], len(sink.sizes), report["skipped"], report["seconds"])
     return report
+
+
+def _files(rows: list[dict], img_root: Path):
+    """(row, path, bytes or None when missing): the images as files, or img2dataset tar members."""
+    for row in rows:
+        path = Path(row["file"]) if "file" in row else img_root / row["path"]
+        try:
+            yield row, path, read_image(path)
+        except FileNotFoundError:
+            yield row, path, None
 
 
 def check_out(split_dir: Path, split: str, labels: dict) -> None:

@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="WebVision release layout (default 1.0)")
     parser.add_argument("--val-per-class", type=int, default=3, metavar="K",
                         help="validation images per class (default 3)")
+    parser.add_argument("--train-tars", type=int, default=0, metavar="N",
+                        help="write the training images into N tar archives webvision_train_XX.tar (as "
+                             "WebVision 2.0 ships them) instead of folders (default 0: folders)")
     parser.add_argument("--no-images", dest="images", action="store_false",
                         help="write lists and metadata only, no image files")
     return parser
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         s = make_example(args.out, classes=args.classes, images_per_class=args.images_per_class,
                          seed=args.seed, version=args.version, val_per_class=args.val_per_class,
-                         images=args.images)
+                         images=args.images, train_tars=args.train_tars)
     except ValueError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     print(f"wrote {s['out']}: WebVision {s['version']} example, seed {s['seed']}, "

@@ -68,7 +68,7 @@ def _paths(out: Path, version: str, info: dict[str, list[str]]) -> dict[str, str
 
 
 def _write(out: Path, version: str, seed: int, plan: Plan, info: dict[str, list[str]],
-           readme: list[str], images: bool) -> int:
+           readme: list[str], images: bool, train_tars: int = 0) -> int:
     """Write the release into a hidden folder renamed to ``out``; returns the images written."""
     remove_stale_tmp(out.parent)
     if out.is_dir():
@@ -79,21 +79,27 @@ def _write(out: Path, version: str, seed: int, plan: Plan, info: dict[str, list[
         if images:
             written = images_mod.write_images(tmp, seed, len(plan.classes), info["train_filelist_all.txt"],
                                               plan.val_labels, plan.test_labels)
+            if train_tars:   # the training images as the release's tar files (webvision_example/tars.py)
+                from webvision_example.tars import pack_train_archives
+                pack_train_archives(tmp, info["train_filelist_all.txt"], train_tars)
     return written
 
 
 def make_example(out, classes: int = 10, images_per_class: int = 24, seed: int = 0,
-                 version: str = "1.0", val_per_class: int = 3, images: bool = True) -> dict:
+                 version: str = "1.0", val_per_class: int = 3, images: bool = True,
+                 train_tars: int = 0) -> dict:
     """Write a WebVision-format example release to the new or empty folder ``out``.
 
     Returns a summary: ``{"out", "version", "seed", "classes", "queries", "train": {"google",
     "flickr"}, "train_total", "val", "test", "json_files", "json_records", "images_written",
-    "paths": {name: path}}``. Raises ValueError for a non-empty ``out`` or bad arguments."""
+    "paths": {name: path}}``. ``train_tars`` N > 0: the training images in N tar archives
+    ``webvision_train_XX.tar`` instead of folders. Raises ValueError for a non-empty ``out`` or bad arguments."""
     version = _normalize_version(version)
     n_classes = _check_int("classes", classes, 1)
     per_class = _check_int("images_per_class", images_per_class, 1)
     seed = _check_int("seed", seed, 0)
     val_per_class = _check_int("val_per_class", val_per_class, 0)
+    train_tars = _check_int("train_tars", train_tars, 0)
     out = Path(out).expanduser().absolute()
     _check_out(out)
 
@@ -101,7 +107,7 @@ def make_example(out, classes: int = 10, images_per_class: int = 24, seed: int =
     info = layout.info_lists(plan, version)
     summary = _summary(out, version, seed, plan, info)
     summary["images_written"] = _write(out, version, seed, plan, info,
-                                       layout.readme_lines(summary, images), images)
+                                       layout.readme_lines(summary, images), images, train_tars)
     summary["paths"] = _paths(out, version, info)
     log.info("example release in %s: %d classes, %d train images, %d json files",
              out, n_classes, summary["train_total"], len(plan.metadata))

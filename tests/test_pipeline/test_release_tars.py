@@ -1,0 +1,132 @@
+"""The shard writer reading the release's training archives (webvision_train_XX.tar) in place:
+the same shards as from extracted files, parts by archive, missing and damaged archives."""
+import io
+import json
+import subprocess
+import sys
+import tarfile
+
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from pipeline import schema
+from pipeline.shards import ShardConfig, shard_all, split_samples, write_part
+from text_mining import schema as tm_schema
+from webvision_example import make_example
+
+
+@pytest.fixture(scope="module")
+def tar_release(tmp_path_factory):
+    """example_v1's release (same arguments) with its training images in 3 archives."""
+    out = tmp_path_factory.mktemp("tars") / "webvision1"
+    make_example(out, classes=8, images_per_class=16, seed=3, version="1.0", train_tars=3)
+    return out
+
+
+def _samples(split_dir):
+    urls = [str(split_dir / name) for name in schema.read_sizes(split_dir)]
+    return {s["__key__"]: (s["json"], s["cls"], s["jpg"]) for s in wds.WebDataset(urls, shardshuffle=False)}
+
+
+def _members(archive):
+    with tarfile.open(archive) as tf:
+        return {m.name: tf.extractfile(m).read() for m in tf.getmembers()}
+
+
+def _list_paths(root):
+    return [l.split()[0] for l in (root / "info" / "train_filelist_all.txt").read_text().splitlines()]
+
+
+def test_example_writes_the_training_images_as_archives(tar_release, example_v1):
+    archives = sorted(tar_release.glob("webvision_train_*.tar"))
+    assert [a.name for a in archives] == [f"webvision_train_{i:02d}.tar" for i in range(3)]
+    members = {}
+    for a in archives:
+        members.update(_members(a))
+    paths = _list_paths(tar_release)
+    assert sorted(members) == sorted(paths)
+    assert all(members[p] == (example_v1 / p).read_bytes() for p in paths)   # the folders' images
+    assert not (tar_release / "google").exists() and (tar_release / "val_images_256").is_dir()
+
+
+def test_shards_from_archives_equal_shards_from_files(tar_release, example_v1, mined_v1, tmp_path):
+    cfg = ShardConfig(max_size=200_000)
+    files = shard_all(example_v1, mined_v1, tmp_path / "files", cfg, splits=["train"], workers=1, num_parts=2)
+    tars = shard_all(tar_release, mined_v1, tmp_path / "tars", cfg, splits=["train"], workers=2, num_parts=2)
+    a, b = _samples(tmp_path / "files" / "train"), _samples(tmp_path / "tars" / "train")
+    assert len(a) == pq.read_table(mined_v1 / tm_schema.IMAGES_FILE).num_rows
+    assert a == b                                     # keys, labels and image bytes
+    assert tars["train"]["samples"] == files["train"]["samples"] and tars["train"]["skipped"] == 0
+    parts = [json.loads(p.read_text()) for p in sorted((tmp_path / "tars" / "train" / "_parts").glob("*.json"))]
+    assert [(p["start"], p["end"]) for p in parts] == [(0, 1), (1, 3)]   # whole archives per part
+    # a done part is not read again: its archives may even be gone
+    samples = split_samples("train", tar_release, mined_v1)
+    (tar_release / "webvision_train_00.tar").rename(tmp_path / "moved.tar")
+    try:
+        assert write_part("train", samples, tar_release, tmp_path / "tars", cfg, 0, 2) == parts[0]
+    finally:
+        (tmp_path / "moved.tar").rename(tar_release / "webvision_train_00.tar")
+
+
+def test_missing_truncated_and_corrupt(tar_release, mined_v1, tmp_path):
+    root = tmp_path / "r"
+    make_example(root, classes=8, images_per_class=16, seed=3, version="1.0", train_tars=3)
+    a0, a1, a2 = sorted(root.glob("webvision_train_*.tar"))
+    # archive 0 loses one listed image (rewritten without it)
+    m0 = _members(a0)
+    gone = sorted(m0)[0]
+    with tarfile.open(a0, "w") as tf:
+        for name in sorted(m0):
+            if name != gone:
+                info = tarfile.TarInfo(name)
+                info.size = len(m0[name])
+                tf.addfile(info, io.BytesIO(m0[name]))
+    # archive 1 is cut in the middle of a member's data
+    m1 = _members(a1)
+    data = a1.read_bytes()
+    a1.write_bytes(data[: len(data) // 2 + 100])
+    # archive 2: bytes flipped inside one member's image data (a JPEG without its end marker)
+    with tarfile.open(a2) as tf:
+        victim = tf.getmembers()[1]
+    raw = bytearray(a2.read_bytes())
+    end = victim.offset_data + victim.size
+    raw[end - 2:end] = b"\x00\x00"
+    a2.write_bytes(bytes(raw))
+    out = tmp_path / "s"
+    report = shard_all(root, mined_v1, out, ShardConfig(), splits=["train"], workers=1, num_parts=3)["train"]
+    pr = report["problems"]
+    missing = set(pr["files"]["missing_image"])
+    assert gone in missing and missing - {gone} <= set(m1)   # and what follows the cut in archive 1
+    assert list(pr["files"]["bad_archive"]) == [str(a1)] and pr["counts"]["bad_archive"] == 1
+    assert any("truncated or corrupt" in e for e in pr["examples"]["bad_archive"])
+    assert pr["counts"]["truncated_image"] == 1 and victim.name in pr["examples"]["truncated_image"][0]
+    stored = {json.loads(j)["path"] for j, _, _ in _samples(out / "train").values()}
+    read_of_1 = stored & set(m1)
+    assert 0 < len(read_of_1) < len(m1)   # what precedes the cut is kept
+    assert gone not in stored and victim.name not in stored
+    assert missing - {gone} == set(m1) - read_of_1 - {_cut(pr)}
+    assert report["samples"] + report["skipped"] == len(_list_paths(root))   # the cut member: bad_archive
+    for _, _, jpg in _samples(out / "train").values():
+        Image.open(io.BytesIO(jpg)).load()
+
+
+def _cut(problems):
+    """The member whose data the cut archive lost (bad_archive's example names it)."""
+    return problems["examples"]["bad_archive"][0].split(":")[1]
+
+
+def test_an_archive_that_is_no_tar_is_refused(tar_release, mined_v1, tmp_path):
+    from conftest import REPO
+    root = tmp_path / "r"
+    make_example(root, classes=8, images_per_class=16, seed=3, version="1.0", train_tars=2)
+    bad = root / "webvision_train_02.tar"
+    bad.write_bytes(b"<!DOCTYPE html><html>403 Forbidden</html>" * 40)
+    res = subprocess.run([sys.executable, "-m", "pipeline", "shard", "--webvision", str(root), "--labels",
+                          str(mined_v1), "--out", str(tmp_path / "s"), "--split", "train"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 2, res.stderr
+    errors = [l for l in res.stderr.splitlines() if "0/2 [" not in l and l.strip()]   # not the progress bar
+    assert len(errors) == 1 and errors[0].startswith(f"error: {bad}: not a tar archive")
+    assert "Traceback" not in res.stderr
