@@ -31,6 +31,16 @@ def other_mined(tmp_path_factory, mined_v1):
     return out
 
 
+@pytest.fixture(scope="module")
+def remined_v1(tmp_path_factory, example_v1):
+    """The v1 release mined again with another vocabulary threshold: the same classes (so the shard
+    writer's class check passes), other labels (another fingerprint)."""
+    from text_mining.runner import run_all
+    out = tmp_path_factory.mktemp("remined") / "mined"
+    run_all(example_v1, out, example_config("vocabulary.min_df=3"), workers=1, num_parts=1)
+    return out
+
+
 def _one_error_line(err: str) -> str:
     assert "Traceback" not in err
     lines = [l for l in err.strip().splitlines() if "ERROR" in l or l.startswith("error:")]
@@ -81,20 +91,20 @@ def test_shards_without_a_fingerprint_are_refused_for_training(shards_v1, mined_
     assert rc == 2 and "records no labels fingerprint" in line and "python -m pipeline shard" in line
 
 
-def test_reshard_with_other_labels_into_an_existing_out(example_v1, shards_v1, mined_v1, other_mined, tmp_path,
+def test_reshard_with_other_labels_into_an_existing_out(example_v1, shards_v1, mined_v1, remined_v1, tmp_path,
                                                         capsys):
     from pipeline.__main__ import main
     out = tmp_path / "shards"
     shutil.copytree(shards_v1, out)
     before = _tree(out)
-    base = ["shard", "--webvision", str(example_v1), "--labels", str(other_mined), "--out", str(out),
+    base = ["shard", "--webvision", str(example_v1), "--labels", str(remined_v1), "--out", str(out),
             "--workers", "1", "--num-parts", "2"]          # the part count the shards were made with
     for argv in (base, base + ["--part", "1"]):              # one machine, and one Slurm array task
         capsys.readouterr()
         assert main(argv) == 2
         line = _one_error_line(capsys.readouterr().err)
-        assert str(mined_v1.resolve()) in line and str(other_mined.resolve()) in line
-        marker = tm.read_complete(other_mined)
+        assert str(mined_v1.resolve()) in line and str(remined_v1.resolve()) in line
+        marker = tm.read_complete(remined_v1)
         assert tm.short(marker["fingerprint"]) in line
         assert tm.short(tm.read_complete(mined_v1)["fingerprint"]) in line
         assert _tree(out) == before                           # nothing written, nothing lost
