@@ -53,7 +53,7 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def shards_v1(example_v1, mined_v1, tmp_path_factory) -> Path:
-    """example_v1's train and val shards, small ones (several per rank for 2 ranks)."""
+    """example_v1's train, val and test shards, small ones (several per rank for 2 ranks)."""
     from pipeline.shards import ShardConfig, shard_all
     out = tmp_path_factory.mktemp("shards") / "v1"
     shard_all(example_v1, mined_v1, out, ShardConfig(max_size=100_000), workers=1, num_parts=2)

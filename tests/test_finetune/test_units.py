@@ -168,9 +168,11 @@ def test_shards_is_the_root_and_a_split_folder_is_refused(command, shards_v1, ca
     err = capsys.readouterr().err
     assert f"pass the shards root and the split, --shards {shards_v1} {flag} {split}" in err
     assert len(err.strip().splitlines()) == 1
-    missing = [a.replace("val", "test") for a in command] if command[0] == "retrieve" else [*command, "--split", "test"]
+    # a split the shards do not have (they hold train, val and test): refused before the model loads
+    missing = ([a.replace("val", "imagenet_val") for a in command] if command[0] == "retrieve"
+               else [*command, "--split", "imagenet_val"])
     assert main([*missing, "--shards", str(shards_v1)]) == 2
-    assert "no finished split 'test'" in capsys.readouterr().err
+    assert "no finished split 'imagenet_val'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict", "pseudo-label", "ensemble"])
