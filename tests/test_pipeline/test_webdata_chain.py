@@ -1,6 +1,7 @@
 """img2dataset-style web data through the command lines: the example generator's --img2dataset
 output -> text mining (--webdata, --classes) -> shard writer reading the tars directly -> a tiny
 pretraining run."""
+import csv
 import json
 import os
 import subprocess
@@ -54,3 +55,34 @@ def test_img2dataset_output_to_pretraining(tmp_path):
     run("pretrain", "train", "--config", PRETRAIN_EXAMPLE, *pretrain_overrides(shards, mined, pt),
         "train.max_steps=2")
     assert (pt / "backbone.safetensors").exists() and (pt / "finished.json").exists()
+
+
+def test_a_csv_table_of_image_files_to_shards(tmp_path):
+    web, mined, shards = (tmp_path / n for n in ("web", "mined", "shards"))
+    run("webvision_example", "--img2dataset", web, "--classes", "2", "--images-per-class", "4")
+    table = tmp_path / "data" / "table.csv"
+    (table.parent / "img").mkdir(parents=True)
+    wnids = (web / "synsets.txt").read_text().split()
+    rows = [["image", "caption", "label"]]
+    with tarfile.open(web / "00000.tar") as tf:
+        for m in tf.getmembers():
+            if m.name.endswith(".json"):
+                meta = json.loads(tf.extractfile(m).read())
+                key = meta["key"]
+                (table.parent / "img" / f"{key}.jpg").write_bytes(tf.extractfile(f"{key}.jpg").read())
+                rows.append([f"img/{key}.jpg", meta["caption"],
+                             wnids.index(meta["label"]) if "label" in meta else ""])
+    with open(table, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows)
+    run("text_mining", "run", "--webdata", table, "--classes", web / "synsets.txt", "--out", mined,
+        "--workers", "1", "--config", EXAMPLE_CONFIG)
+    images = pq.read_table(mined / "images.parquet").to_pylist()
+    assert len(images) >= 4 and all(r["path"].startswith("img/") for r in images)
+    run("pipeline", "shard", "--webdata", table, "--labels", mined, "--out", shards, "--workers", "1")
+    manifest = pq.read_table(shards / "train" / "manifest.parquet")
+    report = json.loads((shards / "train" / "report.json").read_text())
+    assert manifest.num_rows == len(images) and report["skipped"] == 0
+    with tarfile.open(shards / "train" / manifest["shard"][0].as_py()) as out:
+        labels = json.loads(out.extractfile(f"{manifest['key'][0].as_py()}.json").read())
+        assert out.extractfile(f"{manifest['key'][0].as_py()}.jpg").read() == \
+            (table.parent / labels["path"]).read_bytes()
