@@ -93,11 +93,16 @@ def part_archives(archives: list[Path], part: int, num_parts: int) -> tuple[int,
     return part_range(len(archives), part, num_parts)
 
 
-def archive_images(rows: list[dict], archives: list[Path], part: int, num_parts: int,
+def archive_images(samples, archives: list[Path], part: int, num_parts: int,
                    problems: Problems) -> Iterator[tuple[dict, str, bytes | None]]:
-    """(row, where, bytes) of the listed images in this part's archives, in archive order; then,
-    in part 0, (row, where, None) for every row that no archive holds."""
-    wanted = {row["path"]: row for row in rows}
+    """(row, where, bytes) of the listed images of the sample table ``samples`` in this part's
+    archives, in archive order; then, in part 0, (row, where, None) for every row that no archive
+    holds. Only the paths are held in memory (a row is read from the table when its image comes)."""
+    wanted = {path: i for i, path in enumerate(samples.column("path").to_pylist())}
+
+    def row(path: str) -> dict:
+        return samples.slice(wanted[path], 1).to_pylist()[0]
+
     lo, hi = part_archives(archives, part, num_parts)
     seen: set[str] = set()
     for archive in archives[lo:hi]:
@@ -105,13 +110,13 @@ def archive_images(rows: list[dict], archives: list[Path], part: int, num_parts:
             if path in seen:   # the same image in two archives (or twice in one): the first counts
                 continue
             seen.add(path)
-            yield wanted[path], f"{archive.name}:{path}", data
+            yield row(path), f"{archive.name}:{path}", data
     if part != 0:
         return
     held = set(seen)
     for i, archive in enumerate(archives):
         if not lo <= i < hi:
             held |= _listed(archive, wanted)
-    for path, row in wanted.items():
+    for path in wanted:
         if path not in held:
-            yield row, path, None
+            yield row(path), path, None

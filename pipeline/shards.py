@@ -222,7 +222,7 @@ def write_part(split: str, samples: pa.Table, root: str | Path, out: str | Path,
     archives = release_tars.find_archives(img_root) if split == "train" and "file" not in samples.column_names else []
     if archives:   # the release's tar files: this part reads whole archives (pipeline/release_tars.py)
         lo, hi = release_tars.part_archives(archives, part, num_parts)
-        images = release_tars.archive_images(samples.to_pylist(), archives, part, num_parts, problems)
+        images = release_tars.archive_images(samples, archives, part, num_parts, problems)
     else:
         lo, hi = part_range(samples.num_rows, part, num_parts)
         images = _files(samples.slice(lo, hi - lo).to_pylist(), img_root)
