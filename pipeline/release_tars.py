@@ -25,6 +25,7 @@ from webtag.problems import Problems
 log = logging.getLogger(__name__)
 
 ARCHIVE_GLOB = "webvision_train_*.tar"
+_BATCH = 256   # images whose rows are taken from the sample table at once
 ARCHIVE_KINDS = {
     "bad_archive": "training archive truncated or corrupt: members before the damage kept, the rest "
                    "counted as missing (once per archive)",
@@ -97,26 +98,32 @@ def archive_images(samples, archives: list[Path], part: int, num_parts: int,
                    problems: Problems) -> Iterator[tuple[dict, str, bytes | None]]:
     """(row, where, bytes) of the listed images of the sample table ``samples`` in this part's
     archives, in archive order; then, in part 0, (row, where, None) for every row that no archive
-    holds. Only the paths are held in memory (a row is read from the table when its image comes)."""
+    holds. Only the paths are held in memory (rows are taken from the table, 256 images at a time)."""
     wanted = {path: i for i, path in enumerate(samples.column("path").to_pylist())}
 
-    def row(path: str) -> dict:
-        return samples.slice(wanted[path], 1).to_pylist()[0]
+    def rows(batch: list[tuple[str, str, bytes | None]]):   # rows taken from the table in batches
+        got = samples.take([wanted[p] for p, _, _ in batch]).to_pylist() if batch else []
+        yield from ((r, where, data) for r, (_, where, data) in zip(got, batch))
 
     lo, hi = part_archives(archives, part, num_parts)
     seen: set[str] = set()
+    batch: list = []
     for archive in archives[lo:hi]:
         for path, data in _stream(archive, wanted, problems):
             if path in seen:   # the same image in two archives (or twice in one): the first counts
                 continue
             seen.add(path)
-            yield row(path), f"{archive.name}:{path}", data
+            batch.append((path, f"{archive.name}:{path}", data))
+            if len(batch) >= _BATCH:
+                yield from rows(batch)
+                batch = []
+    yield from rows(batch)
     if part != 0:
         return
     held = set(seen)
     for i, archive in enumerate(archives):
         if not lo <= i < hi:
             held |= _listed(archive, wanted)
-    for path in wanted:
-        if path not in held:
-            yield row(path), path, None
+    missing = [(path, path, None) for path in wanted if path not in held]
+    for i in range(0, len(missing), _BATCH):
+        yield from rows(missing[i:i + _BATCH])
