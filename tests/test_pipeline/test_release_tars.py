@@ -51,6 +51,17 @@ def test_example_writes_the_training_images_as_archives(tar_release, example_v1)
     assert not (tar_release / "google").exists() and (tar_release / "val_images_256").is_dir()
 
 
+def test_example_archives_are_byte_identical_and_bad_counts_refused(tar_release, tmp_path):
+    from conftest import REPO
+    again = tmp_path / "again"
+    make_example(again, classes=8, images_per_class=16, seed=3, version="1.0", train_tars=3)
+    for a in sorted(tar_release.glob("webvision_train_*.tar")):
+        assert (again / a.name).read_bytes() == a.read_bytes()
+    res = subprocess.run([sys.executable, "-m", "webvision_example", "--out", str(tmp_path / "x"),
+                          "--train-tars", "-1"], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 2 and "train_tars must be an integer >= 0" in res.stderr
+
+
 def test_shards_from_archives_equal_shards_from_files(tar_release, example_v1, mined_v1, tmp_path):
     cfg = ShardConfig(max_size=200_000)
     files = shard_all(example_v1, mined_v1, tmp_path / "files", cfg, splits=["train"], workers=1, num_parts=2)
