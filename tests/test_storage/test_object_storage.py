@@ -10,7 +10,6 @@ import pytest
 from pipeline import schema
 from pipeline.loader import LoaderConfig, ShardLoader
 from webtag import storage
-from s3_fixtures import bucket, s3_server  # noqa: F401  (fixtures: a moto server on loopback)
 from webtag.storage import StorageError, location, publish_tree
 
 

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from pipeline import schema
-from s3_fixtures import bucket, s3_server  # noqa: F401  (fixtures: a moto server on loopback)
 from webtag.storage import location
 
 REPO = Path(__file__).resolve().parents[2]
