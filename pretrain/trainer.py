@@ -261,7 +261,7 @@ class Trainer:
                         self.on_evaluated(row)
                     if self.is_main:
                         self.metrics.log(self.step, row)
-                        self.accelerator.log(row, step=self.step)   # train.log_with's trackers (if any)
+                        self.accelerator.log(trackers.metric_names(row), step=self.step)   # train.log_with's trackers (if any)
                     report.show(self.step, row)
                     if due.checkpoint or (stop and not due.last):
                         self.save_checkpoint(batches.in_flight)

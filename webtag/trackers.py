@@ -6,7 +6,8 @@ hyperparameters) and logs every metrics row with ``accelerator.log``; ``end_trai
 them. The trackers log beside ``metrics.csv`` (always written) and the TensorBoard files of
 ``train.tensorboard`` (on by default). Where a tracker keeps its data is its own setting:
 ``WANDB_MODE=offline`` / ``WANDB_DIR`` for Weights & Biases (default ``<output_dir>/wandb``),
-``MLFLOW_TRACKING_URI`` for MLflow (e.g. ``file:./mlruns``), ``<output_dir>`` for aim.
+``MLFLOW_TRACKING_URI`` for MLflow (e.g. ``file:./mlruns``, with ``MLFLOW_ALLOW_FILE_STORE=true`` on
+MLflow 3), ``<output_dir>`` for aim.
 """
 from __future__ import annotations
 
@@ -54,6 +55,12 @@ def hyperparameters(cfg: Any) -> dict[str, Any]:
             flat[key] = str(node) if isinstance(node, (list, tuple)) else ("" if node is None else node)
     walk(to_dict(cfg), "")
     return flat
+
+
+def metric_names(row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics row with names every tracker accepts (MLflow refuses ``@``: ``holdout_p@1`` ->
+    ``holdout_p_at_1``); ``metrics.csv`` keeps the original names."""
+    return {k.replace("@", "_at_"): v for k, v in row.items()}
 
 
 def start(accelerator, names: list[str], project: str, output_dir: str | Path, cfg: Any) -> None:
