@@ -98,6 +98,14 @@ def _figures(meter) -> dict:
                               "classes_evaluated", "classes_absent")}
 
 
+def class_count(train_labels: torch.Tensor, info: dict) -> int:
+    """The classes of a k-NN evaluation: the shards' class ids, and a head's width only when its
+    target is the class (a WT-Set run's head is its keyword vocabulary: 106 outputs on the example,
+    whose 8 classes were reported as "98 absent")."""
+    head_classes = info.get("num_classes") if info.get("target", "class") == "class" else None
+    return int(max(train_labels.max().item() + 1, head_classes or 0))
+
+
 def run(args) -> int:
     from . import infer
     from .knn import knn_evaluate, linear_probe, probe_evaluate
@@ -114,7 +122,7 @@ def run(args) -> int:
     kw = dict(image_size=size, crop_pct=crop, batch_size=args.batch_size, workers=args.workers, device=device)
     t0 = time.time()
     train_feat, train_labels = features(model, train_dir, **kw)
-    num_classes = int(max(train_labels.max().item() + 1, info.get("num_classes") or 0))
+    num_classes = class_count(train_labels, info)
     head = None
     if args.linear_probe:
         head = linear_probe(train_feat.to(device), train_labels.to(device), num_classes, epochs=args.probe_epochs,

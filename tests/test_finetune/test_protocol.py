@@ -104,3 +104,12 @@ def test_list_names_and_the_count_check(tmp_path):
     assert check_complete(split, [0, 1, 2, 3]) == 4
     with pytest.raises(SubmissionError, match=r"1 of its 4 images have no prediction \(list lines 3"):
         check_complete(split, [0, 1, 3])
+
+
+def test_knn_classes_are_the_shards_classes_not_a_keyword_head():
+    from finetune.knn_eval import class_count
+    labels = torch.tensor([0, 3, 7, 2])
+    assert class_count(labels, {"num_classes": 106, "target": "keywords"}) == 8     # WT-Set head
+    assert class_count(labels, {"num_classes": 8, "target": "weights"}) == 8
+    assert class_count(labels, {"num_classes": 10, "target": "class"}) == 10        # a finetuned head
+    assert class_count(labels, {"num_classes": None}) == 8                          # --checkpoint none
