@@ -70,8 +70,10 @@ def start(accelerator, names: list[str], project: str, output_dir: str | Path, c
         return
     out = Path(output_dir)
     run = out.resolve().name
-    init = {"wandb": {"name": run, "dir": str(out)}, "mlflow": {"run_name": run}}
-    if "wandb" in names and accelerator.is_main_process:
+    import os
+    wandb_dir = os.environ.get("WANDB_DIR")   # the user's WANDB_DIR wins over the run folder
+    init = {"wandb": {"name": run, "dir": wandb_dir or str(out)}, "mlflow": {"run_name": run}}
+    if "wandb" in names and accelerator.is_main_process and not wandb_dir:
         (out / "wandb").mkdir(parents=True, exist_ok=True)
     accelerator.init_trackers(project, config=hyperparameters(cfg),
                               init_kwargs={k: v for k, v in init.items() if k in names})
