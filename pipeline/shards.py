@@ -34,7 +34,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import webdataset as wds
 
-from text_mining import schema as tm_schema
 from text_mining.config import check_class_spec
 from text_mining.webvision import SOURCES
 from webtag.atomic import PendingFile, atomic_file, remove_stale_tmp, write_text_atomic
@@ -43,6 +42,8 @@ from webtag.parallel import part_range, run_parts
 from webtag.problems import Problems
 
 from . import eval_splits, release_tars, schema
+from .shard_labels import (
+    _carrying, _refuse_other_labels, _with_labels, labels_record, samples_labels, train_samples)
 from .images import BadImage, as_jpeg, resize_shorter
 from .timm_info import write_timm_info
 from .webdata_input import read_image
@@ -97,56 +98,6 @@ class ShardConfig:
             if src not in SOURCES:
                 from webtag.config import InvalidValue
                 raise InvalidValue("sources", self.sources, f"sources among {', '.join(SOURCES)}")
-
-
-def train_samples(labels_dir: str | Path) -> pa.Table:
-    """The training samples: the text-mining images table (schema from text_mining.schema).
-
-    The folder must be finished (its ``complete.json``); the table's metadata carries the labels
-    record (``schema.LABEL_KEYS``) that the shards will record."""
-    record = labels_record(labels_dir)
-    t = tm_schema.read_table(Path(labels_dir) / tm_schema.IMAGES_FILE, tm_schema.IMAGES)
-    t = t.select(["index", "key", "path", "source", "class_id", "keyword_ids", "label_ids", "label_weights"])
-    return _carrying(t, record)
-
-
-def labels_record(labels_dir: str | Path) -> dict:
-    """What shards record of the finished text-mining folder ``labels_dir`` (``schema.LABEL_KEYS``)."""
-    marker = tm_schema.read_complete(labels_dir)
-    return {"labels": str(Path(labels_dir).resolve()), "labels_fingerprint": marker["fingerprint"],
-            "classes_fingerprint": marker["classes_fingerprint"]}
-
-
-def _carrying(samples: pa.Table, record: dict) -> pa.Table:
-    meta = dict(samples.schema.metadata or {})
-    meta.update({schema.META_LABELS[k]: v.encode() for k, v in record.items()})
-    return samples.replace_schema_metadata(meta)
-
-
-def samples_labels(samples: pa.Table) -> dict:
-    """The labels record a sample table carries (``train_samples``); all None for val samples."""
-    meta = samples.schema.metadata or {}
-    return {k: (meta[schema.META_LABELS[k]].decode() if schema.META_LABELS[k] in meta else None)
-            for k in schema.LABEL_KEYS}
-
-
-def _refuse_other_labels(what: str, split: str, done: dict, now: dict) -> None:
-    """A part or split ``done`` (its report) from other labels than ``now`` is never taken as done;
-    a train part from before fingerprints neither (its labels are unknown). Val samples come from
-    the release, so a val part done without labels, or now run without, is no conflict."""
-    if "labels_fingerprint" not in done:
-        if split != "train":
-            return
-        raise schema.ShardsMismatch(
-            f"{what} records no labels fingerprint (written before webtag recorded one), so it cannot be "
-            f"taken as done for {now['labels']}: write these shards to a new --out folder")
-    old, new = done["labels_fingerprint"], now["labels_fingerprint"]
-    if old is None or new is None or old == new:
-        return
-    raise schema.ShardsMismatch(
-        f"{what} was built from labels {done.get('labels')} (fingerprint {tm_schema.short(old)}), not from "
-        f"{now['labels']} (fingerprint {tm_schema.short(new)}): write these shards to a new --out folder, "
-        f"or shard with --labels {done.get('labels')}")
 
 
 class _ShardSink:
@@ -299,12 +250,6 @@ def check_out(split_dir: Path, split: str, labels: dict) -> None:
         done.append(split_dir / schema.REPORT_FILE)
     for path in done:
         _refuse_other_labels(f"{path}", split, json.loads(path.read_text()), labels)
-
-
-def _with_labels(sch: pa.Schema, labels: dict) -> pa.Schema:
-    meta = dict(sch.metadata or {})
-    meta.update({schema.META_LABELS[k]: v.encode() for k, v in labels.items() if v is not None})
-    return sch.with_metadata(meta)
 
 
 def merge_split(out: str | Path, split: str) -> dict:
