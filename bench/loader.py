@@ -37,13 +37,10 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
+from example_data import example_release  # noqa: E402
 from pipeline import schema  # noqa: E402
-from webvision_example import make_example  # noqa: E402
 from pipeline.loader import BadSamples, CpuAugment, LoaderConfig, ShardLoader, gpu_decode, iter_tar, read_shard  # noqa: E402
 from pipeline.shards import ShardConfig, merge_split, split_samples, write_part  # noqa: E402
-from text_mining.config import TextMiningConfig  # noqa: E402
-from text_mining.runner import run_all  # noqa: E402
-from webtag.config import load_config  # noqa: E402
 from webtag.logs import setup_logging  # noqa: E402
 
 
@@ -157,11 +154,7 @@ def main() -> None:
     setup_logging("WARNING")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_loader_"))
     root, mined, shards = work / "release", work / "mined", work / "shards"
-    if not (root / "README.txt").exists():
-        make_example(root, classes=args.classes, images_per_class=args.images_per_class, seed=0)
-    if not (mined / "report.json").exists():
-        cfg = load_config(TextMiningConfig, REPO / "configs" / "text_mining" / "example.yaml")
-        run_all(root, mined, cfg, workers=os.cpu_count() or 1)
+    example_release(root, mined, args.classes, args.images_per_class)
 
     # shard writer, one process, no re-encoding, each validation mode; the plain PIL loop beside it
     import shutil

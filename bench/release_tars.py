@@ -14,7 +14,6 @@ and checks that both give the same samples (keys, labels, image bytes).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -27,13 +26,10 @@ sys.path.insert(0, str(REPO))
 
 import webdataset as wds  # noqa: E402
 
+from example_data import example_release  # noqa: E402
 from pipeline import schema  # noqa: E402
 from pipeline.shards import ShardConfig, merge_split, split_samples, write_part  # noqa: E402
-from text_mining.config import TextMiningConfig  # noqa: E402
-from text_mining.runner import run_all  # noqa: E402
-from webtag.config import load_config  # noqa: E402
 from webtag.logs import setup_logging  # noqa: E402
-from webvision_example import make_example  # noqa: E402
 from webvision_example.tars import pack_train_archives  # noqa: E402
 
 
@@ -54,11 +50,7 @@ def main() -> None:
     setup_logging("WARNING")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_release_tars_"))
     files, tars, mined = work / "release", work / "release_tars", work / "mined"
-    if not (files / "README.txt").exists():
-        make_example(files, classes=args.classes, images_per_class=args.images_per_class, seed=0)
-    if not (mined / "report.json").exists():
-        cfg = load_config(TextMiningConfig, REPO / "configs" / "text_mining" / "example.yaml")
-        run_all(files, mined, cfg, workers=os.cpu_count() or 1)
+    example_release(files, mined, args.classes, args.images_per_class)
     if not tars.exists():
         shutil.copytree(files, tars)
         pack_train_archives(tars, (tars / "info" / "train_filelist_all.txt").read_text().splitlines(),
