@@ -145,3 +145,13 @@ def read_classes(path: Path) -> list[ClassInfo]:
     if not classes:
         raise ReleaseError(f"{path} lists no classes")
     return classes
+
+
+def locate(segments, index: int, what: str = "train-list index") -> tuple[Segment, int]:
+    """The segment (file list or input file) holding a global index, and its 1-based line: the one
+    lookup of the WebVision reader and the web-data reader."""
+    for seg in segments:
+        if seg.start <= index < seg.start + seg.lines:
+            return seg, index - seg.start + 1
+    total = sum(seg.lines for seg in segments)
+    raise IndexError(f"{what} {index} is not in 0..{total - 1}")

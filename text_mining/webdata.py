@@ -29,7 +29,7 @@ from typing import Iterator
 
 from .config import ReaderConfig
 from .problems import Problems
-from .release_files import ClassInfo, ImageRecord, ReleaseError, Segment, _as_tags, _as_text, read_classes
+from .release_files import ClassInfo, ImageRecord, ReleaseError, Segment, _as_tags, _as_text, locate, read_classes
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +180,7 @@ class WebData:
 
     # ---- records -----------------------------------------------------------------------------
     def locate(self, index: int) -> tuple[Segment, int]:
-        for seg in self.segments:
-            if seg.start <= index < seg.start + seg.lines:
-                return seg, index - seg.start + 1
-        raise IndexError(f"sample index {index} is not in 0..{self.total - 1}")
+        return locate(self.segments, index, "sample index")
 
     def query_text(self, source: str, query_id: int) -> str:
         return self.queries.get(source, {}).get(query_id, "")

@@ -24,7 +24,7 @@ from .config import ReaderConfig
 from .problems import Problems
 from .release_files import (  # noqa: F401  (re-exported: the reader's public names)
     SOURCES, ClassInfo, ImageRecord, ReleaseError, Segment, _as_tags, _as_text, _read_lines,
-    class_subset, count_lines, read_classes, salvage_json_list)
+    class_subset, count_lines, locate, read_classes, salvage_json_list)
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +150,7 @@ class Release:
     # ---- parts (webtag.parallel.part_range over ``total``) -----------------------------------
     def locate(self, index: int) -> tuple[Segment, int]:
         """The file list and 1-based line of a train-list index."""
-        for seg in self.segments:
-            if seg.start <= index < seg.start + seg.lines:
-                return seg, index - seg.start + 1
-        raise IndexError(f"train-list index {index} is not in 0..{self.total - 1}")
+        return locate(self.segments, index)
 
     def query_text(self, source: str, query_id: int) -> str:
         return self.queries.get(source, {}).get(query_id, "")
