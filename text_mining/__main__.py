@@ -6,12 +6,15 @@
     python -m text_mining tag --webvision ROOT --out DIR --part I --num-parts N [...]
     python -m text_mining merge --webvision ROOT --out DIR [...]
     python -m text_mining install-wordnet [--source /usr/share/wordnet] [--dest NLTK_DATA]
-    python -m text_mining run --webdata DIR_OR_TABLE --classes SYNSETS --out DIR [...]   (web data)
+    python -m text_mining run --webdata DIR_OR_TABLE --classes SYNSETS|imagenet1k --out DIR [...]   (web data)
+    python -m text_mining run ... --out s3://bucket/labels [--stage DIR]   (staged locally, then uploaded)
+    python -m text_mining upload LABELS URL   (a finished local output to object storage)
     python -m text_mining inspect --labels MINED --webvision ROOT [--shards SHARDS] --out DIR
 
 Each command holds the run lock of --out while it runs (webtag/lock.py): ``run``, ``vocabulary``
 and ``merge`` the whole folder, ``count`` and ``tag`` their part (the parts of a Slurm array run
 side by side); a second run into a folder in use is refused (exit 2) with the holder's pid and host.
+--webdata may be a URL (s3://...); --out may be one for ``run`` only (text_mining/publish.py).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import sys
 from webtag.config import ConfigError, load_config
 from webtag.lock import LockHeld, part_name, run_lock
 from webtag.logs import setup_logging
+from webtag.storage import is_url
 
 from .config import TextMiningConfig
 
@@ -34,9 +38,11 @@ def _common(p: argparse.ArgumentParser, parts: bool) -> None:
     src.add_argument("--webvision", help="WebVision release root (holds info/)")
     src.add_argument("--webdata", metavar="DIR_OR_TABLE",
                      help="img2dataset output (folder of tar shards) or a .parquet/.csv table of "
-                          "image, caption, optional label (text_mining/webdata.py); needs --classes")
-    p.add_argument("--classes", help="with --webdata: a file of WordNet noun ids, one a line (as info/synsets.txt)")
-    p.add_argument("--out", required=True, help="output folder")
+                          "image, caption, optional label (text_mining/webdata.py), a local path or a "
+                          "URL (s3://...); needs --classes")
+    p.add_argument("--classes", help="with --webdata: a file of WordNet noun ids, one a line (as "
+                                     "info/synsets.txt), or imagenet1k (the ImageNet-1k classes, from timm)")
+    p.add_argument("--out", required=True, help="output folder (for run: also an s3:// or gs:// URL)")
     p.add_argument("--config", help="YAML config (configs/text_mining/*.yaml); defaults if omitted")
     p.add_argument("--on-error", choices=["skip", "fail"], help="bad input: count and go on, or stop")
     if parts:
@@ -54,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(run, parts=False)
     run.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     run.add_argument("--num-parts", type=int, default=None, help="parts per map step (default: workers)")
+    run.add_argument("--stage", help="with a URL --out: the local folder written before the upload "
+                                     "(default _work/stage/text-mining-<name>-<hash>)")
     for name, helptext, parts in [("count", "map: read metadata, extract and count keywords", True),
                                   ("vocabulary", "reduce: vocabulary, word vectors, similarity tables", False),
                                   ("tag", "map: keyword ids and label weights", True),
@@ -66,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--out", required=True, help="report folder (a previous report there is replaced)")
     ins.add_argument("--per-class", type=int, default=6, help="clean and suspect thumbnails per class")
     ins.add_argument("--seed", type=int, default=0, help="seed of the thumbnail sample")
+    up = sub.add_parser("upload", help="upload a finished text-mining output to object storage")
+    up.add_argument("labels", help="the finished local output folder (with complete.json)")
+    up.add_argument("url", help="destination, e.g. s3://bucket/labels (complete.json is uploaded last)")
     wn = sub.add_parser("install-wordnet", help="copy Debian's WordNet 3.0 into an nltk_data folder")
     wn.add_argument("--source", default="/usr/share/wordnet")
     wn.add_argument("--dest", default=None, help="nltk_data folder (default: <sys.prefix>/nltk_data)")
@@ -89,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             inspect(args.labels, args.webvision, args.out, args.shards, per_class=args.per_class, seed=args.seed)
             print(f"{args.out}/index.html")
             return 0
+        if args.command == "upload":
+            from .publish import publish_labels
+            publish_labels(args.labels, args.url)
+            print(args.url)
+            return 0
         if getattr(args, "webdata", None):
             args.webvision = args.webdata
             if not args.classes:
@@ -105,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
                 if env is None:
                     raise ConfigError("--part is required (or run as a Slurm array task)")
                 part = int(env)
+        remote = None
+        if args.command == "run" and is_url(args.out):   # staged locally, uploaded when finished
+            from .publish import stage_folder
+            remote, args.out = args.out, str(stage_folder(args.out, args.stage))
+        elif args.command != "run":
+            from .publish import refuse_url_step
+            refuse_url_step(args.command, args.out)
         # the run lock of --out (after the config was checked: a refused config leaves no trace)
         with run_lock(args.out, f"text_mining {args.command}",
                       part_name(args.command, part, args.num_parts) if args.command in ("count", "tag") else None,
@@ -112,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "run":
                 from .runner import run_all
                 run_all(args.webvision, args.out, cfg, args.workers, args.num_parts)
+                if remote is not None:
+                    from .publish import publish_labels
+                    publish_labels(args.out, remote)
             elif args.command == "count":
                 from .count import count_part
                 count_part(args.webvision, args.out, cfg, part, args.num_parts)

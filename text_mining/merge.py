@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from webtag.atomic import atomic_file, write_text_atomic
 from webtag.config import dump_config
+from webtag.storage import is_url
 
 from . import schema
 from .config import TextMiningConfig
@@ -100,7 +101,7 @@ def merge(root: str | Path, out: str | Path, cfg: TextMiningConfig, timings: dic
     seconds.setdefault("tag_parts_sum", round(sum(r["seconds"] for r in tag_reports), 3))
     seconds["merge"] = round(time.perf_counter() - t0, 3)
     report = {
-        "webvision": str(Path(root).resolve()),
+        "webvision": str(root) if is_url(root) else str(Path(root).resolve()),   # the input, as given
         "output": str(layout.out.resolve()),
         "release_version": count_reports[0]["release_version"],
         "query_map_base": count_reports[0]["query_map_base"],

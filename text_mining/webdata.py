@@ -9,39 +9,50 @@ interface (``total``, ``classes``, ``queries``, ``query_class``, ``iter_records`
   ``image_path``), text columns (``caption``, ``text``, ``title``, ``description``, ``tags``: at
   least one) and an optional ``label`` (a wnid of the class list or a class id).
 
-The classes come from the user (``reader.class_list``): a file of WordNet noun ids, one a line,
-optionally followed by its names as in WebVision's ``info/synsets.txt``; names default to the
-synset's WordNet lemma names. Every class is its own query (query id = class id, source ``web``)
-whose text is the class name. A sample without a label takes the class whose name occurs in its
-caption (the longest such name; the lowest id on ties), as a web search for that name would have
-found it; a sample with neither is dropped and counted (``no_label``).
+The input may be a local path or a URL (``s3://bucket/web``, through webtag.storage: streamed
+reads with read-ahead and retries). The plan (how many samples each tar holds) comes from
+img2dataset's per-shard ``.parquet`` (its successful rows) when every tar has one, so a part opens
+only the tars of its own index range, each in one sequential pass (that pass refuses a tar whose
+images do not match its ``.parquet``); without them the tars' headers are counted. A table is read
+in batches of the part's row range, only the columns used.
+
+The classes come from the user (``reader.class_list``, text_mining/class_list.py). Every class is
+its own query (query id = class id, source ``web``) whose text is the class name. A sample without
+a label takes the class whose name occurs in its caption (the longest such name; the lowest id on
+ties), as a web search for that name would have found it; a sample with neither is dropped and
+counted (``no_label``).
 """
 from __future__ import annotations
 
+import bisect
+import contextlib
 import csv
+import io
 import json
 import logging
-import re
 import tarfile
-import warnings
 from pathlib import Path
 from typing import Iterator
 
+from webtag.storage import location, open_binary
+
+from .class_list import IMAGENET1K, NameMatcher, read_class_list   # noqa: F401 - read_class_list: API
 from .config import ReaderConfig
 from .problems import Problems
-from .release_files import ClassInfo, ImageRecord, ReleaseError, Segment, _as_tags, _as_text, locate, read_classes
+from .release_files import ImageRecord, ReleaseError, Segment, _as_tags, _as_text, locate
 
 log = logging.getLogger(__name__)
 
 SOURCE = "web"
-CLASS_LIST_IMAGENET = "imagenet1k"
+CLASS_LIST_IMAGENET = IMAGENET1K
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 IMAGE_COLUMNS = ("image", "path", "file", "image_path", "url")
 TEXT_COLUMNS = {"caption": "title", "text": "title", "title": "title", "description": "description",
                 "tags": "tags"}
+BATCH_ROWS = 8192      # table rows read at a time
 
 
-def open_input(root: str | Path, cfg: ReaderConfig, nltk_data: str | None = None):
+def open_input(root, cfg: ReaderConfig, nltk_data: str | None = None):
     """The reader of ``root``: a WebVision release, or web data when ``cfg.class_list`` is set."""
     if cfg.class_list:
         return WebData(root, cfg, nltk_data)
@@ -49,35 +60,8 @@ def open_input(root: str | Path, cfg: ReaderConfig, nltk_data: str | None = None
     return Release(root, cfg)
 
 
-def read_class_list(path: str, nltk_data: str | None = None) -> list[ClassInfo]:
-    """The user's classes: wnids checked against WordNet 3.0, names from WordNet where not given."""
-    if path == CLASS_LIST_IMAGENET:
-        raise ReleaseError("--classes imagenet1k: the ImageNet-1k class list is not shipped with webtag "
-                           "yet; give a file of the 1000 wnids (one a line, e.g. ILSVRC's synsets list)")
-    p = Path(path)
-    if not p.is_file():
-        raise ReleaseError(f"classes file {p} does not exist")
-    from .wordnet import load_wordnet, synset_from_wnid
-    wn = load_wordnet(nltk_data)
-    out = []
-    for lineno, c in _numbered(read_classes(p), p):
-        try:
-            with warnings.catch_warnings():   # nltk warns and returns None for an unknown offset
-                warnings.simplefilter("ignore")
-                syn = synset_from_wnid(wn, c.wnid)
-        except Exception:   # or raises WordNetError / ValueError
-            syn = None
-        if syn is None:
-            raise ReleaseError(f"{p}:{lineno}: {c.wnid} is not a WordNet 3.0 noun synset")
-        words = c.words or tuple(name.replace("_", " ") for name in syn.lemma_names())
-        out.append(ClassInfo(c.class_id, c.wnid, words))
-    return out
-
-
-def _numbered(classes: list[ClassInfo], path: Path):
-    lines = [i + 1 for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines())
-             if line.strip()]
-    return zip(lines, classes)
+def _input_error(where, exc: BaseException) -> ReleaseError:
+    return ReleaseError(f"{where}: cannot read it ({type(exc).__name__}: {exc})")
 
 
 class WebData:
@@ -86,8 +70,8 @@ class WebData:
     version = "webdata"
     map_base = 0
 
-    def __init__(self, root: str | Path, cfg: ReaderConfig, nltk_data: str | None = None):
-        self.root = Path(root)
+    def __init__(self, root, cfg: ReaderConfig, nltk_data: str | None = None):
+        self.root = location(root)
         self.cfg = cfg
         self.classes = self.release_classes = read_class_list(cfg.class_list, nltk_data)
         if cfg.classes is not None:
@@ -96,59 +80,126 @@ class WebData:
         self.queries = {SOURCE: {c.class_id: c.name for c in self.classes}}
         self.query_class = {c.class_id: c.class_id for c in self.classes}
         self._by_wnid = {c.wnid: c.class_id for c in self.classes}
-        names = sorted(((w.lower(), c.class_id) for c in self.classes for w in c.words),
-                       key=lambda t: (-len(t[0]), t[1]))
-        self._names = [(re.compile(r"\b" + re.escape(w) + r"\b"), cid) for w, cid in names if w]
-        if self.root.is_file() and self.root.suffix.lower() in (".parquet", ".csv"):
-            self.kind = "table"
-            self._rows = self._read_table(self.root)
-            self.segments = [Segment(self.root, None, 0, len(self._rows))]
-        else:
-            self.kind = "img2dataset"
-            self.segments = self._tar_segments()
+        self._matcher = NameMatcher(self.classes)
+        try:
+            is_table = self.root.name.lower().endswith((".parquet", ".csv")) and self.root.is_file()
+            if is_table:
+                self.kind = "table"
+                self.segments = [Segment(self.root, None, 0, self._open_table())]
+            else:
+                self.kind = "img2dataset"
+                self.segments = self._tar_segments()
+        except (OSError, ValueError) as exc:   # a remote folder that cannot be listed, a bad .parquet
+            if isinstance(exc, ReleaseError):
+                raise
+            raise _input_error(self.root, exc) from None
         self.total = sum(s.lines for s in self.segments)
         log.info("web data (%s) at %s: %d classes, %d samples", self.kind, self.root, len(self.classes),
                  self.total)
 
     # ---- inputs ------------------------------------------------------------------------------
     def _tar_segments(self) -> list[Segment]:
-        tars = [self.root] if self.root.is_file() else sorted(self.root.glob("*.tar"))
+        if self.root.is_file():
+            entries, tars = [self.root], [self.root]
+        else:
+            entries = sorted(self.root.iterdir(), key=lambda p: p.name) if self.root.is_dir() else []
+            tars = [p for p in entries if p.name.endswith(".tar")]
         if not tars:
             raise ReleaseError(f"{self.root}: no img2dataset tar shards (*.tar) and not a .parquet/.csv table")
-        segs, start, self._members = [], 0, {}
+        names = {p.name for p in entries}
+        self._planned_from_parquet = all(t.name[:-4] + ".parquet" in names for t in tars)
+        segs, start = [], 0
         for tar in tars:
-            try:
-                with tarfile.open(tar) as tf:
-                    names = [m.name for m in tf.getmembers() if m.isfile()]
-            except (tarfile.TarError, OSError) as exc:
-                raise ReleaseError(f"{tar}: not a readable tar file ({exc})") from None
-            keys = [n.rsplit(".", 1)[0] for n in names if n.lower().endswith(IMAGE_EXTS)]
-            self._members[tar] = keys
-            segs.append(Segment(tar, None, start, len(keys)))
-            start += len(keys)
+            n = self._parquet_count(tar) if self._planned_from_parquet else self._header_count(tar)
+            segs.append(Segment(tar, None, start, n))
+            start += n
         return segs
 
-    def _read_table(self, path: Path) -> list[dict]:
+    @staticmethod
+    def _parquet_count(tar) -> int:
+        """Successful samples in img2dataset's ``<shard>.parquet`` next to ``tar``."""
+        import pyarrow.parquet as pq
+        meta_file = tar.parent / (tar.name[:-4] + ".parquet")
+        fh, _ = open_binary(meta_file)
         try:
-            if path.suffix.lower() == ".csv":
-                with open(path, encoding="utf-8", errors="replace", newline="") as fh:
-                    rows = list(csv.DictReader(fh))
-                columns = list(rows[0]) if rows else []
-            else:
-                import pyarrow.parquet as pq
-                t = pq.read_table(path)
-                rows, columns = t.to_pylist(), t.column_names
-        except (OSError, ValueError, csv.Error) as exc:
-            raise ReleaseError(f"{path}: cannot read the table ({exc})") from None
+            pf = pq.ParquetFile(fh)
+            if "status" not in pf.schema_arrow.names:
+                return pf.metadata.num_rows
+            return sum(v == "success" for v in pf.read(columns=["status"]).column("status").to_pylist())
+        except (OSError, ValueError) as exc:
+            raise _input_error(meta_file, exc) from None
+        finally:
+            fh.close()
+
+    @staticmethod
+    def _header_count(tar) -> int:
+        try:
+            with _open_tar(tar) as tf:
+                return sum(1 for m in tf if m.isfile() and m.name.lower().endswith(IMAGE_EXTS))
+        except (tarfile.TarError, OSError) as exc:
+            raise ReleaseError(f"{tar}: not a readable tar file ({exc})") from None
+
+    def _open_table(self) -> int:
+        """Check the table's columns; its number of rows."""
+        if self.root.name.lower().endswith(".csv"):
+            with _open_csv(self.root) as reader:
+                columns = list(reader.fieldnames or [])
+                rows = sum(1 for _ in reader)
+        else:
+            import pyarrow.parquet as pq
+            fh, _ = open_binary(self.root)
+            try:
+                pf = pq.ParquetFile(fh)
+                columns, rows = pf.schema_arrow.names, pf.metadata.num_rows
+                self._group_starts = [0]
+                for i in range(pf.metadata.num_row_groups):
+                    self._group_starts.append(self._group_starts[-1] + pf.metadata.row_group(i).num_rows)
+            finally:
+                fh.close()
         self._image_col = next((c for c in IMAGE_COLUMNS if c in columns), None)
         self._text_cols = [c for c in TEXT_COLUMNS if c in columns]
         if self._image_col is None:
-            raise ReleaseError(f"{path}: no image column (one of {', '.join(IMAGE_COLUMNS)}); "
+            raise ReleaseError(f"{self.root}: no image column (one of {', '.join(IMAGE_COLUMNS)}); "
                                f"columns are {', '.join(columns) or 'none'}")
         if not self._text_cols:
-            raise ReleaseError(f"{path}: no caption column (one of {', '.join(TEXT_COLUMNS)}); "
+            raise ReleaseError(f"{self.root}: no caption column (one of {', '.join(TEXT_COLUMNS)}); "
                                f"columns are {', '.join(columns)}")
+        self._columns = [self._image_col, *self._text_cols] + (["label"] if "label" in columns else [])
         return rows
+
+    def _table_rows(self, lo: int, hi: int) -> Iterator[tuple[int, dict]]:
+        """(index, row) for the table rows lo..hi-1: only the columns used, read in batches (a read
+        error is a ReleaseError naming the table; the caller's errors do not pass through here)."""
+        try:
+            yield from self._read_rows(lo, hi)
+        except (OSError, ValueError, csv.Error) as exc:
+            raise _input_error(self.root, exc) from None
+
+    def _read_rows(self, lo: int, hi: int) -> Iterator[tuple[int, dict]]:
+        if self.root.name.lower().endswith(".csv"):
+            with _open_csv(self.root) as reader:
+                for index, row in enumerate(reader):
+                    if index >= hi:
+                        return
+                    if index >= lo:
+                        yield index, row
+            return
+        import pyarrow.parquet as pq
+        first = bisect.bisect_right(self._group_starts, lo) - 1
+        last = bisect.bisect_left(self._group_starts, hi)
+        fh, _ = open_binary(self.root)
+        try:
+            pf = pq.ParquetFile(fh)
+            index = self._group_starts[first]
+            for batch in pf.iter_batches(BATCH_ROWS, row_groups=range(first, last), columns=self._columns):
+                rows = batch.to_pylist()
+                for i, row in enumerate(rows[max(0, lo - index):max(0, hi - index)]):
+                    yield max(lo, index) + i, row
+                index += len(rows)
+                if index >= hi:
+                    return
+        finally:
+            fh.close()
 
     # ---- labels ------------------------------------------------------------------------------
     def _label(self, value, where: str, problems: Problems) -> int | None:
@@ -162,8 +213,7 @@ class WebData:
         return None
 
     def _match(self, rec: ImageRecord) -> int:
-        text = " ".join([rec.title, rec.description, *rec.tags]).lower()
-        return next((cid for pattern, cid in self._names if pattern.search(text)), -1)
+        return self._matcher.match(" ".join([rec.title, rec.description, *rec.tags]).lower())
 
     def _finish(self, rec: ImageRecord, label, where: str, problems: Problems) -> ImageRecord | None:
         if label is not None and str(label).strip() != "":
@@ -193,43 +243,58 @@ class WebData:
                             else self._tar_records(seg, lo, hi, problems))
 
     def _table_records(self, lo: int, hi: int, problems: Problems) -> Iterator[ImageRecord]:
-        for index in range(lo, hi):
-            row = self._rows[index]
-            where = f"{self.root}:row {index + 1}"
-            image = str(row.get(self._image_col) or "").strip()
-            if not image:
-                problems.add("bad_list_line", str(self.root), f"row {index + 1}", f"empty {self._image_col}")
-                continue
-            rec = ImageRecord(index, image.rsplit(".", 1)[0], image, SOURCE, -1, -1)
-            fields = {"title": [], "description": [], "tags": ()}
-            for col in self._text_cols:
-                target = TEXT_COLUMNS[col]
-                if target == "tags":
-                    fields["tags"] = _as_tags(row.get(col))
-                else:
-                    fields[target].append(_as_text(row.get(col)))
-            rec.title, rec.description = " ".join(fields["title"]), " ".join(fields["description"])
-            rec.tags, rec.has_meta = tuple(fields["tags"]), True
-            rec = self._finish(rec, row.get("label"), where, problems)
+        for index, row in self._table_rows(lo, hi):
+            rec = self._table_record(index, row, problems)
             if rec is not None:
                 yield rec
 
+    def _table_record(self, index: int, row: dict, problems: Problems) -> ImageRecord | None:
+        where = f"{self.root}:row {index + 1}"
+        image = str(row.get(self._image_col) or "").strip()
+        if not image:
+            problems.add("bad_list_line", str(self.root), f"row {index + 1}", f"empty {self._image_col}")
+            return None
+        rec = ImageRecord(index, image.rsplit(".", 1)[0], image, SOURCE, -1, -1)
+        fields = {"title": [], "description": [], "tags": ()}
+        for col in self._text_cols:
+            target = TEXT_COLUMNS[col]
+            if target == "tags":
+                fields["tags"] = _as_tags(row.get(col))
+            else:
+                fields[target].append(_as_text(row.get(col)))
+        rec.title, rec.description = " ".join(fields["title"]), " ".join(fields["description"])
+        rec.tags, rec.has_meta = tuple(fields["tags"]), True
+        return self._finish(rec, row.get("label"), where, problems)
+
+    def _read_tar(self, seg: Segment) -> tuple[list[str], dict[str, dict[str, bytes]], dict[str, str]]:
+        """One sequential pass over a tar: its image stems in order, the .txt/.json of each stem,
+        the image member of each stem."""
+        keys, texts, image_names = [], {}, {}
+        try:
+            with _open_tar(seg.filelist) as tf:
+                for m in tf:
+                    if not m.isfile():
+                        continue
+                    stem, _, ext = m.name.rpartition(".")
+                    if ext.lower() in ("txt", "json"):
+                        texts.setdefault(stem, {})[ext.lower()] = tf.extractfile(m).read()
+                    elif m.name.lower().endswith(IMAGE_EXTS):
+                        keys.append(stem)
+                        image_names.setdefault(stem, m.name)
+        except (tarfile.TarError, OSError) as exc:
+            raise ReleaseError(f"{seg.filelist}: not a readable tar file ({exc})") from None
+        if len(keys) != seg.lines:
+            raise ReleaseError(f"{seg.filelist} holds {len(keys)} images but its .parquet lists {seg.lines} "
+                               "successful samples: the tar and its .parquet are not from one img2dataset "
+                               "run; remove the .parquet files to count the samples from the tars")
+        return keys, texts, image_names
+
     def _tar_records(self, seg: Segment, lo: int, hi: int, problems: Problems) -> Iterator[ImageRecord]:
-        keys = self._members[seg.filelist][lo - seg.start:hi - seg.start]
+        all_keys, all_texts, image_names = self._read_tar(seg)
+        keys = all_keys[lo - seg.start:hi - seg.start]
         wanted = {k: lo + i for i, k in enumerate(keys)}
-        texts: dict[str, dict[str, bytes]] = {k: {} for k in keys}
-        image_names: dict[str, str] = {}
-        with tarfile.open(seg.filelist) as tf:   # one sequential pass over the tar
-            for m in tf:
-                stem, _, ext = m.name.rpartition(".")
-                if stem not in wanted or not m.isfile():
-                    continue
-                if ext.lower() in ("txt", "json"):
-                    texts[stem][ext.lower()] = tf.extractfile(m).read()
-                elif m.name.lower().endswith(IMAGE_EXTS):
-                    image_names.setdefault(stem, m.name)
         for stem in keys:
-            index, got = wanted[stem], texts[stem]
+            index, got = wanted[stem], all_texts.get(stem, {})
             where = f"{seg.filelist}:{stem}"
             meta = {}
             if "json" in got:
@@ -254,3 +319,26 @@ class WebData:
             if rec is not None:
                 yield rec
 
+
+@contextlib.contextmanager
+def _open_tar(path) -> Iterator[tarfile.TarFile]:
+    """A tar for one pass in member order: a local file with seeks over the image data, a remote
+    one streamed (each byte fetched once, with read-ahead)."""
+    if isinstance(path, Path):
+        with tarfile.open(path) as tf:
+            yield tf
+        return
+    fh, _ = open_binary(path)
+    try:
+        with tarfile.open(fileobj=fh, mode="r|") as tf:
+            yield tf
+    finally:
+        fh.close()
+
+
+@contextlib.contextmanager
+def _open_csv(path) -> Iterator[csv.DictReader]:
+    """A csv.DictReader over a local or remote file."""
+    fh, _ = open_binary(path)
+    with io.TextIOWrapper(fh, encoding="utf-8", errors="replace", newline="") as text:
+        yield csv.DictReader(text)
