@@ -135,6 +135,9 @@ def _shard(args) -> int:
     from webtag.lock import part_name, run_lock
     from webtag.storage import is_url
 
+    if args.webdata and is_url(args.webdata):
+        raise ValueError(f"--webdata {args.webdata}: the shard writer reads web data from a local folder or "
+                         "table (text mining reads it from URLs); copy it first, e.g. `aws s3 sync URL DIR`")
     if args.webdata:   # train only (there are no val/test lists); a table's paths are relative to it
         args.webvision = args.webdata
         if args.images_root is None and os.path.isfile(args.webdata):
@@ -153,7 +156,9 @@ def _shard(args) -> int:
     if args.imagenet_val:
         splits.append(IMAGENET_VAL_SPLIT)
     if args.labels:   # an unfinished labels folder is refused before --out is created or locked
+        from text_mining.publish import local_labels   # a URL's finished output: a local copy
         from text_mining.schema import read_complete
+        args.labels = str(local_labels(args.labels))
         read_complete(args.labels)
     part = args.part
     if part is None and args.num_parts and os.environ.get("SLURM_ARRAY_TASK_ID") is not None:

@@ -10,13 +10,19 @@ What marks a finished output is its ``complete.json`` (text_mining/schema.py), w
 stage requires: it is removed from the destination first and uploaded last
 (:func:`webtag.storage.publish_tree`), and an object becomes visible only once it is whole, so an
 upload cut short leaves no folder that counts as finished. ``_work`` and lock folders stay local.
+
+:func:`local_labels` is the way back for the stages that read the tables as local files
+(``pipeline shard --labels s3://...``): the finished output at a URL (its ``complete.json`` is
+required) copied into ``_work/labels/<name>-<hash>``, used again while its marker is the remote's.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 from pathlib import Path
 
+from webtag.atomic import atomic_dir
 from webtag.storage import Remote, StorageError, is_url, location, publish_tree
 
 from . import schema
@@ -24,16 +30,19 @@ from . import schema
 log = logging.getLogger(__name__)
 
 STAGE_ROOT = Path("_work") / "stage"
+LABELS_CACHE = Path("_work") / "labels"
 WORK_FOLDER = "_work"   # text_mining/layout.py: the steps' parts, kept local
+
+
+def _url_folder(root: Path, url: str, prefix: str) -> Path:
+    name = url.rstrip("/").rsplit("/", 1)[-1] or "labels"
+    return root / f"{prefix}{name}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
 
 
 def stage_folder(url: str, stage: str | None = None) -> Path:
     """The local folder the output for ``url`` is written to before the upload: ``stage``, or
     ``_work/stage/<name>-<hash of the URL>``."""
-    if stage:
-        return Path(stage)
-    name = url.rstrip("/").rsplit("/", 1)[-1] or "labels"
-    return STAGE_ROOT / f"text-mining-{name}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
+    return Path(stage) if stage else _url_folder(STAGE_ROOT, url, "text-mining-")
 
 
 def refuse_url_step(command: str, out: str) -> None:
@@ -55,3 +64,35 @@ def publish_labels(folder: str | Path, url: str) -> int:
     n = publish_tree(folder, url, last=(schema.COMPLETE_FILE,), skip=(WORK_FOLDER,))
     log.info("uploaded %d files of %s to %s", n, folder, url)
     return n
+
+
+def local_labels(path: str | Path) -> Path:
+    """A local text-mining output for ``path``: a local path unchanged, a URL's finished output
+    copied (its files, ``complete.json`` last; a LabelsError when the URL holds no finished one)."""
+    if not is_url(path):
+        return Path(path)
+    remote = location(str(path))
+    if not isinstance(remote, Remote):
+        raise StorageError(f"{path}: a text-mining output is read from a folder or an object-store URL")
+    marker_url = remote / schema.COMPLETE_FILE
+    if not marker_url.is_file():
+        raise schema.LabelsError(f"{path} is not a finished text-mining output: {marker_url} is missing "
+                                 "(an upload cut short, or not uploaded yet)")
+    marker = marker_url.read_bytes()
+    dest = _url_folder(LABELS_CACHE, str(path), "")
+    if (dest / schema.COMPLETE_FILE).is_file() and (dest / schema.COMPLETE_FILE).read_bytes() == marker:
+        return dest
+    if dest.exists():   # a copy of an older upload
+        shutil.rmtree(dest)
+    try:
+        with atomic_dir(dest) as tmp:
+            for entry in remote.iterdir():
+                if entry.name != schema.COMPLETE_FILE and entry.is_file():
+                    with entry.open("rb") as src, open(tmp / entry.name, "wb") as out:
+                        shutil.copyfileobj(src, out, 1 << 20)   # streamed
+            (tmp / schema.COMPLETE_FILE).write_bytes(marker)
+    except FileExistsError:   # another process (a part of the same job) copied it meanwhile
+        pass
+    schema.read_complete(dest)   # every table the marker lists, at its size
+    log.info("labels %s copied to %s", path, dest)
+    return dest

@@ -34,9 +34,9 @@ def _records(root, classes, lo=0, hi=None, class_list=None):
     return data, [(r.index, r.key, r.path, r.class_id, r.title) for r in data.iter_records(lo, hi, Problems())]
 
 
-def _run(*args, cwd):
+def _run(*args, cwd, module="text_mining"):
     env = dict(os.environ, PYTHONPATH=str(REPO), WEBTAG_LOG="WARNING", OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "text_mining", *map(str, args)], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
 
 
@@ -186,3 +186,24 @@ def test_run_from_s3_to_s3_and_the_steps_refuse_a_url(tmp_path, bucket):
     assert not location(f"{bucket}/other").is_dir()
     assert _run("upload", stage, f"{bucket}/other", cwd=tmp_path).returncode == 0
     assert (location(f"{bucket}/other") / "complete.json").is_file()
+    # the shard writer takes the labels from the URL (a checked local copy), the web data locally
+    res = _run("shard", "--webdata", web, "--labels", out, "--out", tmp_path / "shards", "--max-count", "8",
+               "--workers", "1", cwd=tmp_path, module="pipeline")
+    assert res.returncode == 0, res.stderr[-3000:]
+    manifest = pq.read_table(tmp_path / "shards" / "train" / "manifest.parquet")
+    assert manifest.num_rows == images.num_rows
+    res = _run("shard", "--webdata", f"{bucket}/web", "--labels", out, "--out", tmp_path / "s2", cwd=tmp_path,
+               module="pipeline")
+    assert res.returncode == 2 and "reads web data from a local folder" in res.stderr, res.stderr
+
+
+def test_labels_url_without_marker_and_release_url_are_refused(tmp_path, bucket):
+    fs, root = filesystem(bucket)
+    fs.pipe_file(f"{root}/half/images.parquet", b"PAR1")   # an upload cut short: no complete.json
+    res = _run("shard", "--webvision", tmp_path, "--labels", f"{bucket}/half", "--out", tmp_path / "s",
+               cwd=tmp_path, module="pipeline")
+    assert res.returncode == 2 and f"{bucket}/half is not a finished text-mining output" in res.stderr, res.stderr
+    res = _run("count", "--webvision", f"{bucket}/release", "--out", tmp_path / "o", "--part", "0",
+               "--num-parts", "1", cwd=tmp_path)
+    assert res.returncode == 2 and "a WebVision release is read from a local folder" in res.stderr
+    assert "Traceback" not in res.stderr
