@@ -12,9 +12,10 @@
   reader is on local disk at a time; a command that fails is an OSError naming it and its exit
   status.
 - Remote files are read through fsspec with a read-ahead cache (:data:`READ_AHEAD` bytes) and
-  retried on transient errors: the file is opened again at the position reached. Retries are
-  counted (:data:`RETRIES`); after :data:`MAX_RETRIES` in a row on one file the error is an
-  OSError naming the URL.
+  retried on transient errors (5xx, 408, 429, a dropped connection; not a missing file or a
+  refusal): the file is opened again at the position reached. Retries are counted
+  (:data:`RETRIES`); after :data:`MAX_RETRIES` in a row on one file the error is an OSError
+  naming the URL.
 - :func:`publish_tree` uploads a folder written locally (the shard writer's output) to a URL:
   object stores make a single object visible only when it is complete, and the completion markers
   (the files named by ``last``, e.g. each split's ``sizes.json``) are removed first and uploaded
@@ -33,6 +34,7 @@ import os
 import posixpath
 import re
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
@@ -88,7 +90,22 @@ def filesystem(url: str):
         raise StorageError(f"{url}: {exc}") from None
 
 
+def _connection_error(exc: BaseException | None) -> bool:
+    aiohttp = sys.modules.get("aiohttp")
+    return isinstance(exc, (ConnectionError, TimeoutError)) or (
+        aiohttp is not None and isinstance(exc, aiohttp.ClientError))
+
+
 def _transient(exc: BaseException) -> bool:
+    """Worth retrying: an HTTP status of 5xx, 408 or 429, a dropped connection, anything but a
+    missing file or a refusal. fsspec's http:// reports any failure to learn a file's size (a 503,
+    a connection cut) as FileNotFoundError raised from it: that one is judged by its cause."""
+    cause = exc.__cause__ if isinstance(exc, FileNotFoundError) else None
+    if cause is not None and (isinstance(getattr(cause, "status", None), int) or _connection_error(cause)):
+        exc = cause
+    status = getattr(exc, "status", None)     # aiohttp's ClientResponseError (fsspec http://)
+    if isinstance(status, int) and 400 <= status < 600:
+        return status >= 500 or status in (408, 429)
     return not isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError))
 
 
@@ -100,20 +117,25 @@ class RetryingFile(io.RawIOBase):
     def __init__(self, url: str, fs, path: str):
         self.url, self.fs, self.rpath = url, fs, path
         self.pos, self.fh = 0, None
-        self.size = self._call(lambda: self._open().size)
+        self.size = self._call(lambda: self.fh.size)
+
+    def _drop(self) -> None:
+        fh, self.fh = self.fh, None
+        if fh is not None:
+            try:
+                fh.close()
+            except Exception:  # noqa: BLE001 - a broken connection: a new handle replaces it
+                pass
 
     def _open(self):
-        if self.fh is not None:
-            try:
-                self.fh.close()
-            except Exception:  # noqa: BLE001 - a broken connection: the new handle replaces it
-                pass
+        self._drop()
         self.fh = self.fs.open(self.rpath, "rb", block_size=READ_AHEAD, cache_type="readahead")
         if self.pos:
             self.fh.seek(self.pos)
         return self.fh
 
     def _call(self, fn):
+        """``fn()`` with the file open; a transient failure of it or of the (re-)open is one retry."""
         global RETRIES
         failures, wait = 0, RETRY_WAIT
         while True:
@@ -126,15 +148,15 @@ class RetryingFile(io.RawIOBase):
                     raise
                 failures += 1
                 if failures > MAX_RETRIES:
-                    raise OSError(f"{self.url}: read failed {failures} times in a row at byte {self.pos}, "
-                                  f"giving up: {type(exc).__name__}: {exc}") from None
+                    cause = exc.__cause__ if isinstance(exc, FileNotFoundError) else None   # http:// size
+                    why = f"{exc} ({type(cause).__name__}: {cause})" if cause is not None else exc
+                    raise OSError(f"{self.url}: read failed {failures} times in a row at byte {self.pos} "
+                                  f"({MAX_RETRIES} retries, WEBTAG_STORAGE_RETRIES), giving up: "
+                                  f"{type(exc).__name__}: {why}") from None
                 RETRIES += 1
                 time.sleep(wait)
                 wait *= 2
-                try:
-                    self._open()
-                except Exception:  # noqa: BLE001 - counted on the next attempt
-                    self.fh = None
+                self._drop()     # opened again at self.pos by the next attempt
 
     def readable(self) -> bool:
         return True
