@@ -103,7 +103,7 @@ class WebData:
             entries, tars = [self.root], [self.root]
         else:
             entries = sorted(self.root.iterdir(), key=lambda p: p.name) if self.root.is_dir() else []
-            tars = [p for p in entries if p.name.endswith(".tar")]
+            tars = [p for p in entries if p.name.endswith(".tar") and not p.name.startswith(".")]
         if not tars:
             raise ReleaseError(f"{self.root}: no img2dataset tar shards (*.tar) and not a .parquet/.csv table")
         names = {p.name for p in entries}

@@ -100,9 +100,10 @@ def test_imagenet1k_without_timm_names_the_package(monkeypatch):
 def test_parts_open_only_their_tars_when_img2dataset_parquet_is_there(tmp_path):
     web = tmp_path / "web"
     make_img2dataset(web, classes=2, images_per_class=6, per_shard=4)
+    tars = sorted(web.glob("*.tar"))
+    (web / "._00000.tar").write_bytes(b"macOS metadata")   # hidden: not a shard
     classes = web / "synsets.txt"
     data, whole = _records(web, classes)
-    tars = sorted(web.glob("*.tar"))
     assert len(tars) == 3 and data.total == 12
     # reading the last part does not open the first tar: a broken one is not noticed
     first = tars[0].read_bytes()
