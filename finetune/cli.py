@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 
 from webtag.cli import run_training, setup_rank_logging
+from webtag.remote_copy import local_model, upload
+from webtag.storage import is_url
 
 log = logging.getLogger("finetune")
 
@@ -202,14 +204,15 @@ def main(argv: list[str] | None = None) -> int:
         result = infer.evaluate_multilabel(models, split, args.target, args.threshold, args.activation, **kw)
         out = args.out or str(_folder(args.checkpoints[0]) / f"eval-{split.name}-{args.target}.json")
         infer.write_json(out, {**result, "checkpoints": args.checkpoints, "shards": str(split)})
+        if not args.out:
+            _beside(args.checkpoints[0], out)
         print(f"{args.checkpoints[0]} on {split} ({args.target}, {result['images']} images): mAP {result['mAP']:.4f}; "
               f"at {args.threshold}: CP {result['CP']:.4f} CR {result['CR']:.4f} CF1 {result['CF1']:.4f} "
               f"OP {result['OP']:.4f} OR {result['OR']:.4f} OF1 {result['OF1']:.4f}\nsaved {out}")
         return 0
     from .per_class import class_table, per_class_path, write_per_class
     result, rows = infer.evaluate(models, split, names, **kw)
-    out = args.out or str(Path(args.checkpoints[0]) if Path(args.checkpoints[0]).is_dir()
-                          else Path(args.checkpoints[0]).parent) + f"/eval-{split.name}.json"
+    out = args.out or str(_folder(args.checkpoints[0]) / f"eval-{split.name}.json")
     result.update(checkpoints=args.checkpoints, models=infer.transforms(models), shards=str(split), split=split.name)
     if result["images"] == 0 and args.command == "ensemble" and args.predict:
         print(f"{split} has no labelled image: predictions only")
@@ -220,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     table = class_table(models[0][1].get("labels"), int(models[0][1]["num_classes"]))
     write_per_class(per_class_path(out), rows, table)
     infer.write_json(out, result)
+    if not args.out:
+        _beside(args.checkpoints[0], out, per_class_path(out))
     print(f"{'ensemble of ' + str(len(models)) + ' models' if len(models) > 1 else args.checkpoints[0]} on "
           f"{split}: {result['images']} images, top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}, "
           f"balanced top-1 {result['top1_balanced']:.4f}, top-5 {result['top5_balanced']:.4f} "
@@ -266,8 +271,22 @@ def _class_names(info: dict) -> list[str] | None:
 
 
 def _folder(checkpoint: str) -> Path:
-    p = Path(checkpoint)
+    """The checkpoint's folder, where results go by default (a URL's: its local copy)."""
+    from pretrain.model import MODEL_INFO, MODEL_WEIGHTS
+    p = local_model(checkpoint, (MODEL_WEIGHTS, MODEL_INFO))
     return p if p.is_dir() else p.parent
+
+
+def _beside(checkpoint: str, *written) -> None:
+    """A checkpoint at a URL: upload the results written in its local copy beside it there."""
+    if not is_url(checkpoint):
+        return
+    remote = checkpoint.rstrip("/")
+    if remote.endswith(".safetensors"):
+        remote = remote.rsplit("/", 1)[0]
+    for path in written:
+        upload(path, f"{remote}/{Path(path).name}")
+        print(f"uploaded {remote}/{Path(path).name}")
 
 
 def _retrieve(args, splits: dict[str, Path], device) -> int:
@@ -307,6 +326,7 @@ def _retrieve(args, splits: dict[str, Path], device) -> int:
         fit_feat = embed(model, info, splits[args.fit_whitening], **kw)[0]
         whitening = PCAWhitening.fit(fit_feat)
         whitening.save(_folder(args.checkpoint) / "whitening.npz")
+        _beside(args.checkpoint, _folder(args.checkpoint) / "whitening.npz")
     elif args.whitening:
         whitening = PCAWhitening.load(args.whitening)
     exclude = None
@@ -319,6 +339,8 @@ def _retrieve(args, splits: dict[str, Path], device) -> int:
                   image_size=args.image_size or info["image_size"])
     out = args.out or str(_folder(args.checkpoint) / "retrieval.json")
     infer.write_json(out, result)
+    if not args.out:
+        _beside(args.checkpoint, out)
     print(f"{result['queries']} queries x {result['gallery']} gallery images: mAP {result['mAP']:.4f}, "
           f"precision@{result['k']} {result['precision@' + str(result['k'])]:.4f}"
           f"{' (whitened)' if whitening is not None else ''}\nsaved {out}")

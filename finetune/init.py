@@ -12,7 +12,9 @@ import torch
 from torch import nn
 
 from pretrain.backbone import head_prefix
-from pretrain.model import BACKBONE_INFO, BACKBONE_WEIGHTS, MODEL_WEIGHTS, load_whole_model, read_model_info
+from pretrain.model import (BACKBONE_INFO, BACKBONE_WEIGHTS, MODEL_INFO, MODEL_WEIGHTS, load_whole_model,
+                            read_model_info)
+from webtag.remote_copy import local_model
 
 
 class InitError(ValueError):
@@ -20,7 +22,12 @@ class InitError(ValueError):
 
 
 def _resolve(path: str | Path, name: str) -> Path:
-    path = Path(path)
+    """The weights file ``name`` of a run folder or the file itself; a URL's copy in the cache."""
+    info = BACKBONE_INFO if name == BACKBONE_WEIGHTS else MODEL_INFO
+    try:
+        path = local_model(path, (name, info))
+    except (OSError, ValueError) as exc:   # not there, unreadable, or no backend for the URL
+        raise InitError(str(exc)) from None
     if path.is_dir():
         path = path / name
     if not path.is_file():

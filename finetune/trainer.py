@@ -15,6 +15,9 @@ from pretrain.data import DataError
 from pretrain.model import MODEL_INFO, read_model_info, save_model
 from pretrain.trainer import Trainer
 
+from webtag.remote_copy import local_model
+from webtag.storage import is_url, location
+
 from .config import FinetuneConfig
 from .init import load_backbone, load_whole
 from .metrics import ClassificationMeter
@@ -31,12 +34,15 @@ class FinetuneTrainer(Trainer):
             cfg = replace(cfg, init="")
         if cfg.continue_from and cfg.optim.schedule_offset == 0:   # the LR continues where that run ended
             cfg = replace(cfg, optim=replace(cfg.optim, schedule_offset=continued_schedule_offset(cfg.continue_from)))
-        self.eval_dir = Path(cfg.data.shards) / cfg.eval_split
+        self.eval_dir = location(cfg.data.shards) / cfg.eval_split   # local, a URL or a pipe: (webtag.storage)
         if not (self.eval_dir / SIZES_FILE).is_file():
             raise DataError(f"{self.eval_dir / SIZES_FILE} does not exist: eval_split={cfg.eval_split!r} "
                             f"is not a shard split of {cfg.data.shards}")
         self.best_top1 = -1.0
         super().__init__(cfg)
+
+    def _start(self) -> None:
+        super()._start()   # resumed (a run folder at a URL: its best/ is in the stage now)
         best = read_model_info(self.out / BEST)
         if best is not None:   # a resumed run keeps comparing against its best so far
             self.best_top1 = float(best.get("val_top1", -1.0))
@@ -100,7 +106,14 @@ class FinetuneTrainer(Trainer):
 def continued_schedule_offset(path: str | Path) -> int:
     """The LR-schedule offset of ``continue_from=path``: the last step of the run the model comes
     from. A run's ``best/`` was saved at an earlier step; its run folder's model.json holds the last
-    one (a ``best/`` without its run keeps its own step)."""
+    one (a ``best/`` without its run keeps its own step). A URL: its model.json files are fetched."""
+    if is_url(path):
+        url = str(path).rstrip("/")
+        folder_url = url.rsplit("/", 1)[0] if url.endswith(".safetensors") else url
+        info = _model_json(_fetched(folder_url), folder_url)
+        parent = _fetched(folder_url.rsplit("/", 1)[0]) if folder_url.endswith("/" + BEST) else None
+        run = read_model_info(parent) if parent is not None else None
+        return int((run or info).get("step", 0))
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     info = _model_json(folder)
@@ -113,8 +126,16 @@ def continued_schedule_offset(path: str | Path) -> int:
     return int(info.get("step", 0))
 
 
-def _model_json(path: str | Path) -> dict:
-    info = read_model_info(path)
+def _fetched(url: str) -> Path | None:
+    """The local copy of the model.json at folder ``url``, or None when there is none."""
+    try:
+        return local_model(url, (MODEL_INFO,))
+    except FileNotFoundError:
+        return None
+
+
+def _model_json(path: str | Path | None, shown: str | None = None) -> dict:
+    info = read_model_info(path) if path is not None else None
     if info is None:
-        raise DataError(f"continue_from={path}: no {MODEL_INFO} there (a finished finetuning run or its best/)")
+        raise DataError(f"continue_from={shown or path}: no {MODEL_INFO} there (a finished finetuning run or its best/)")
     return info

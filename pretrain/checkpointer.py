@@ -10,6 +10,10 @@ position merged over ranks, without the shards of batches that a device prefetch
 were not trained yet, and the config) and ``manifest.json``. Accelerate's ``save_state`` is not
 used: its RNG and custom states are pickles, which run code when loaded.
 
+A run folder at a URL (:mod:`.run_mirror`): the checkpoint is saved in the local stage as
+above, then uploaded by the main process, its manifest last; a failed upload is a
+CheckpointError on every rank (the local checkpoint stays, a rerun uploads it).
+
 Saving: every rank writes its RNG state into the shared hidden folder, the main process the rest;
 the ranks agree on any failure (a full disk, a read-only folder), the hidden folder is removed,
 the previous checkpoints stay as they were, and every rank raises one CheckpointError. Resuming:
@@ -58,9 +62,11 @@ class Checkpointer:
     """``parts``: name -> an object with ``state_dict()`` / ``load_state_dict()`` that the main
     process saves (the trainer's model, optimizer, LR scheduler, EMA, criterion parts)."""
 
-    def __init__(self, accelerator, output_dir: Path, cfg, loader: ShardLoader, parts: dict | None = None):
+    def __init__(self, accelerator, output_dir: Path, cfg, loader: ShardLoader, parts: dict | None = None,
+                 mirror=None):
         self.acc, self.out, self.cfg, self.loader = accelerator, Path(output_dir), cfg, loader
         self.parts = dict(parts or {})
+        self.mirror = mirror   # pretrain.run_mirror.RunMirror of a run folder at a URL, or None
 
     def _all_parts(self) -> dict:
         scaler = getattr(self.acc, "scaler", None)
@@ -177,9 +183,29 @@ class Checkpointer:
                             self.cfg.train.keep_checkpoints)
             error = _attempt(write_rest)
         self._agree(error, tmp, final)
+        if self.mirror is not None:   # complete remotely before it counts: the ranks agree on an upload failure
+            error = _attempt(lambda: self.mirror.push_checkpoint(final)) if acc.is_main_process else None
+            errors = [e for e in gather_object([error]) if e]
+            if errors:
+                raise CheckpointError(f"checkpoint {final} was saved locally but not uploaded to {self.mirror}: "
+                                      f"{errors[0]} (a rerun with the same train.stage_dir resumes from it "
+                                      "and uploads it)")
         if acc.is_main_process:
-            log.info("checkpoint %s", final)
+            log.info("checkpoint %s%s", final, f" (uploaded to {self.mirror})" if self.mirror else "")
         return final
+
+
+    def push_run(self, last: tuple[str, ...] = ()) -> None:
+        """Every rank: for a run folder at a URL, the main process uploads the files changed since
+        the last upload (``last`` after the others); a failure raises CheckpointError on every rank."""
+        from accelerate.utils import gather_object
+
+        if self.mirror is None:
+            return
+        error = _attempt(lambda: self.mirror.push_run(last)) if self.acc.is_main_process else None
+        errors = [e for e in gather_object([error]) if e]
+        if errors:
+            raise CheckpointError(f"the run folder {self.out} was not uploaded to {self.mirror}: {errors[0]}")
 
 
 class ShardAudit:

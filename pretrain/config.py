@@ -154,7 +154,11 @@ class AugmentConfig:
 
 @dataclass
 class TrainConfig:
-    output_dir: str = "runs/pretrain"     # the run folder: config.yaml, metrics.csv, train.log, checkpoints, weights
+    output_dir: str = "runs/pretrain"     # the run folder: config.yaml, metrics.csv, train.log, checkpoints, weights;
+    #                                       a local path or a URL (s3://, gs://: written in stage_dir, uploaded)
+    stage_dir: str = ""                   # with a URL output_dir: the local folder the run is written in first
+    #                                       ("": $WEBTAG_STAGE_DIR or the temp folder, per URL; on several nodes
+    #                                       a folder every rank sees)
     epochs: int = 1                       # passes over the training shards (unless max_steps)
     max_steps: int | None = None          # optimizer steps; overrides epochs
     grad_accum: int = 1                   # micro-batches per optimizer step
@@ -167,7 +171,7 @@ class TrainConfig:
     eval_every: int = 1000                # optimizer steps between evaluations (0: only at the end)
     checkpoint_every: int = 1000          # optimizer steps between checkpoints (0: only at the end)
     keep_checkpoints: int = 2             # newest checkpoints kept
-    resume: str = "auto"                  # auto: the newest checkpoint of output_dir; none; or a checkpoint folder
+    resume: str = "auto"                  # auto: the newest checkpoint of output_dir (its URL's too); none; or a checkpoint folder
     precision_at: list[int] = field(default_factory=lambda: [1, 5]) # k of the held-out precision@k
     tensorboard: bool = True              # also log the metrics to <output_dir>/tensorboard
     log_with: list[str] = field(default_factory=list)   # Accelerate trackers beside metrics.csv: wandb, mlflow,

@@ -14,6 +14,7 @@ import timm
 from torch import nn
 
 from webtag.atomic import atomic_file, write_text_atomic
+from webtag.remote_copy import local_model
 from webtag.model_folder import portable_info, resolve_info, safetensors_metadata, write_timm_config
 
 from .backbone import backbone_state, build_model, head_prefix
@@ -78,10 +79,11 @@ def read_model_info(path: str | Path) -> dict | None:
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict]:
-    """A model saved by :func:`save_model`: ``path`` is its folder or its ``model.safetensors``."""
+    """A model saved by :func:`save_model`: ``path`` is its folder or its ``model.safetensors``
+    (local, or at a URL)."""
     from safetensors.torch import load_file
 
-    path = Path(path)
+    path = local_model(path, (MODEL_WEIGHTS, MODEL_INFO))   # a URL: its copy in the local cache
     folder = path if path.is_dir() else path.parent
     weights, info = folder / MODEL_WEIGHTS, read_model_info(folder)
     if not weights.is_file() or info is None:

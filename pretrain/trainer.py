@@ -15,6 +15,7 @@ loop; the parts do the work:
     agreement     pretrain.control                   stop requests, NaN/inf: all ranks agree
     evaluation    pretrain.evaluation                the one evaluation loop (held-out loss, p@k)
     checkpoints   pretrain.checkpointer              save / resume (loader position included)
+    mirror        pretrain.run_mirror                a run folder at a URL: staged locally, uploaded
 """
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ from webtag.atomic import write_text_atomic
 from webtag.config import ConfigError, dump_config
 from webtag import trackers
 from webtag.logs import attach_run_log
+from webtag.remote_copy import local_model
 
 from . import checkpoint as ckpt
+from . import run_mirror
 from .checkpointer import Checkpointer, ShardAudit
 from .config import PretrainConfig
 from .control import NonFiniteLoss, StepStopCheck, StopRequest, agree
@@ -41,7 +44,7 @@ from .data import DataInfo, inspect_data
 from .evaluation import eval_loader, model_outputs
 from .losses import batch_targets, check_ids, target_ids_key
 from .metrics import MetricsLog, precision_at_k
-from .model import BACKBONE_WEIGHTS, build_full_model, load_whole_model, save_backbone, save_model
+from .model import BACKBONE_WEIGHTS, MODEL_INFO, MODEL_WEIGHTS, build_full_model, load_whole_model, save_backbone, save_model
 from .optim import build_ema, build_optimizer, build_scheduler
 from .progress import Due, MetricsWindow, Report
 
@@ -78,18 +81,20 @@ class Trainer:
         # the process count before Accelerate starts (creating its state early would pin it to
         # the defaults); checked against Accelerate's below
         world = int(os.environ.get("WORLD_SIZE", "1"))
+        # where the run is written: output_dir, or for a URL its local stage (pretrain.run_mirror)
+        self.out, self.mirror = run_mirror.run_folder(tc.output_dir, tc.stage_dir)
         self.grad_accum = accumulation_steps(tc, cfg.loader.batch_size, world)
         self.accelerator = acc = Accelerator(mixed_precision=tc.mixed_precision,
                                              gradient_accumulation_steps=self.grad_accum,
                                              step_scheduler_with_optimizer=False,
-                                             **trackers.accelerator_kwargs(tc.log_with, tc.output_dir))
+                                             **trackers.accelerator_kwargs(tc.log_with, self.out))
         if acc.num_processes != world:
             raise ConfigError(f"Accelerate runs {acc.num_processes} processes but WORLD_SIZE is {world}")
-        self.device, self.out = acc.device, Path(tc.output_dir)
+        self.device = acc.device
         set_seed(tc.seed)
         model = build_full_model(cfg.model, cfg.data.labels, cfg.data.target, self.info.num_outputs)
         if cfg.model.init_weights:
-            load_whole_model(model, cfg.model.init_weights)
+            load_whole_model(model, local_model(cfg.model.init_weights, (MODEL_WEIGHTS, MODEL_INFO)))
         self.init_model(model)
         if cfg.model.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -114,7 +119,7 @@ class Trainer:
         if cfg.model.compile:
             self.model = torch.compile(self.model, mode=cfg.model.compile_mode)
         self.augment = GpuAugment(cfg.augment.jitter, channels_last=cfg.model.channels_last).to(self.device)
-        self.checkpointer = Checkpointer(acc, self.out, cfg, self.loader, checkpointed)
+        self.checkpointer = Checkpointer(acc, self.out, cfg, self.loader, checkpointed, self.mirror)
         self.audit = ShardAudit(self.out, acc.process_index)
         self.stop = StopRequest()
         self.metrics: MetricsLog | None = None
@@ -312,6 +317,8 @@ class Trainer:
 
     def _start(self) -> None:
         acc, tc = self.accelerator, self.cfg.train
+        if self.mirror is not None:   # the newest checkpoint at the URL into the stage; one stage for all ranks
+            run_mirror.start(acc, self.mirror, tc.resume)
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.out / "config.yaml", dump_config(self.cfg))
@@ -348,4 +355,5 @@ class Trainer:
                        "last_metrics": self.metrics.rows[-1] if self.metrics and self.metrics.rows else {}}
             write_text_atomic(self.out / FINISHED, json.dumps(summary, indent=2) + "\n")
             log.info("finished: %d steps; backbone weights in %s", self.step, self.out / BACKBONE_WEIGHTS)
+        self.checkpointer.push_run(last=(FINISHED,))   # a run folder at a URL: finished.json uploaded last
         acc.wait_for_everyone()

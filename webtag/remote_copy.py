@@ -1,0 +1,134 @@
+"""Copies between local disk and object-store URLs, for what must be a local file to be used:
+a run folder kept at a URL (:mod:`pretrain.run_mirror`) and weights at a URL (``init=``,
+``continue_from=``, ``model.init_weights=``, ``finetune evaluate --checkpoint``).
+
+- :func:`download` copies one remote file through :mod:`webtag.storage`'s retrying reader
+  (streamed, read-ahead, transient errors retried and counted), into a hidden name renamed when
+  complete: a killed download never leaves a file under its final name.
+- :func:`upload` puts one local file, retrying transient errors the same way (counted in
+  ``storage.RETRIES``; after ``storage.MAX_RETRIES`` failures in a row an OSError naming the URL).
+  An object store shows an object only once it is complete, so an upload is atomic by itself.
+- :func:`local_model` gives what the model loaders open: a local path unchanged; a URL of a file:
+  that file; a URL of a folder: the files of ``names`` found there. Copies are cached in
+  ``$WEBTAG_CACHE_DIR`` (default ``~/.cache/webtag/remote``), one folder per URL, and used again
+  only while every file's size and ETag (or modification time) are the remote's. The processes of
+  a node share one copy: the first downloads under a lock, the others wait for it.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from . import storage
+from .storage import Remote, StorageError, is_url, location
+
+CACHE_ENV = "WEBTAG_CACHE_DIR"
+SOURCE_FILE = ".source.json"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "webtag" / "remote")
+
+
+def _retrying(what: str, fn):
+    """``fn()``, retried on transient errors like storage.RetryingFile's reads."""
+    failures, wait = 0, storage.RETRY_WAIT
+    while True:
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - backends raise their own error types
+            if not storage._transient(exc):
+                raise
+            failures += 1
+            if failures > storage.MAX_RETRIES:
+                raise OSError(f"{what}: failed {failures} times in a row, giving up: "
+                              f"{type(exc).__name__}: {exc}") from None
+            storage.RETRIES += 1
+            time.sleep(wait)
+            wait *= 2
+
+
+def download(url: str, dest: str | Path) -> Path:
+    """Copy the remote file ``url`` to ``dest`` (complete, or not there at all)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}")
+    try:
+        with location(url).open("rb") as src, open(tmp, "wb") as out:
+            shutil.copyfileobj(src, out, 8 << 20)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def upload(local: str | Path, url: str) -> None:
+    """Put the local file ``local`` at ``url``."""
+    remote = Remote(url)
+    _retrying(f"upload {local} -> {url}", lambda: remote.fs.put_file(str(local), remote.rpath))
+
+
+def remove(url: str, recursive: bool = False) -> None:
+    remote = Remote(url)
+    try:
+        _retrying(f"delete {url}", lambda: remote.fs.rm(remote.rpath, recursive=recursive))
+    except FileNotFoundError:
+        pass
+
+
+def _version(info: dict) -> str:
+    """What changes when the object changes: its size and ETag (S3, GCS) or modification time."""
+    tag = next((info[k] for k in ("ETag", "etag", "md5Hash", "mtime", "LastModified", "last_modified")
+                if info.get(k) is not None), "")
+    return f"{info.get('size')}:{tag}"
+
+
+def local_model(path: str | Path, names: tuple[str, ...]) -> Path:
+    """A local file or folder to load weights from (see the module's docstring). ``names``: the
+    files a folder may hold that the loader reads (those missing remotely are skipped)."""
+    if not is_url(path):
+        return Path(path)
+    loc = location(path)
+    if not isinstance(loc, Remote):
+        raise StorageError(f"{path}: weights are read from a local path or an object-store URL, not a pipe:")
+    fs, root = loc.fs, loc.rpath
+    try:
+        info = _retrying(str(loc), lambda: fs.info(root))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{loc} does not exist") from None
+    if info.get("type") == "directory":
+        listing = {Path(p["name"]).name: p for p in _retrying(str(loc), lambda: fs.ls(root, detail=True))
+                   if p.get("type") == "file"}
+        files = {n: listing[n] for n in names if n in listing}
+        if not files:
+            raise FileNotFoundError(f"{loc} holds none of {', '.join(names)}")
+        folder = _fetch(loc, {n: (f"{loc}/{n}", i) for n, i in files.items()})
+        return folder
+    name = loc.name
+    return _fetch(loc, {name: (str(loc), info)}) / name
+
+
+def _fetch(loc: Remote, files: dict[str, tuple[str, dict]]) -> Path:
+    """Download ``files`` (name -> (url, info)) into the URL's cache folder unless there already."""
+    folder = cache_root() / hashlib.sha256(str(loc).encode()).hexdigest()[:20]
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = {n: _version(i) for n, (_, i) in files.items()}
+    with open(folder / ".lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)   # the other processes of the node wait for this copy
+        source = folder / SOURCE_FILE
+        try:
+            have = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else {}
+        except ValueError:
+            have = {}
+        if have.get("url") == str(loc) and have.get("files") == wanted and all((folder / n).is_file() for n in wanted):
+            return folder
+        source.unlink(missing_ok=True)
+        for name, (url, _) in files.items():
+            download(url, folder / name)
+        source.write_text(json.dumps({"url": str(loc), "files": wanted}), encoding="utf-8")
+    return folder
