@@ -80,7 +80,7 @@ class FinetuneTrainer(Trainer):
         if self.is_main:   # the per-class table of the latest evaluation, beside metrics.csv
             from .per_class import class_table, write_per_class
             write_per_class(self.out / f"{self.cfg.eval_split}-per-class.csv", meter.per_class(),
-                            class_table(self.cfg.data.labels, self.info.num_outputs))
+                            class_table(self.info.labels_dir, self.info.num_outputs))
         return {"val_top1": result["top1"], "val_top5": result["top5"], "val_mean_class_acc": result["mean_class_acc"],
                 "val_top1_balanced": result["top1_balanced"], "val_top5_balanced": result["top5_balanced"],
                 "val_classes_evaluated": result["classes_evaluated"]}

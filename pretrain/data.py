@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from pipeline import schema as shard_schema
 from text_mining import schema as tm_schema
-from webtag.storage import location, parquet_source
+from webtag.storage import is_url, location, parquet_source
 
 from .config import DataConfig, ModelConfig
 
@@ -36,6 +36,7 @@ class DataInfo:
     holdout_shards: list[str]
     train_samples: int
     labels_fingerprint: str = ""          # of data.labels (its complete.json), which the shards match
+    labels_dir: Path | None = None        # data.labels on local disk (a URL's: its checked copy)
 
 
 def inspect_data(cfg: DataConfig, model: ModelConfig | None = None) -> DataInfo:
@@ -48,7 +49,7 @@ def inspect_data(cfg: DataConfig, model: ModelConfig | None = None) -> DataInfo:
     if not sizes_file.is_file():
         raise DataError(f"{sizes_file} does not exist: data.shards must be a finished shard folder "
                         "(python -m pipeline shard ... && python -m pipeline shard-merge)")
-    labels = Path(cfg.labels)
+    labels = _local_labels(cfg.labels)
     for name in (tm_schema.VOCABULARY_FILE, tm_schema.CLASSES_FILE):
         if not (labels / name).is_file():
             raise DataError(f"{labels / name} does not exist: data.labels must be a text-mining output folder")
@@ -83,4 +84,17 @@ def inspect_data(cfg: DataConfig, model: ModelConfig | None = None) -> DataInfo:
     holdout = names[len(names) - cfg.holdout_shards:] if cfg.holdout_shards else []
     train = [n for n in names if n not in set(holdout)]
     return DataInfo(train_dir, num_keywords, num_classes, num_outputs, train, holdout,
-                    sum(sizes[n] for n in train), marker["fingerprint"])
+                    sum(sizes[n] for n in train), marker["fingerprint"], labels)
+
+
+def _local_labels(labels: str) -> Path:
+    """``data.labels`` as a local folder: a URL's finished text-mining output is copied into
+    ``$WEBTAG_CACHE_DIR/labels`` (once per upload: kept while its complete.json is the same)."""
+    if not is_url(labels):
+        return Path(labels)
+    from text_mining.publish import local_labels
+    from webtag.remote_copy import cache_root
+    try:
+        return local_labels(labels, cache_root() / "labels")
+    except (OSError, ValueError) as exc:   # not finished there, unreadable, no backend
+        raise DataError(f"data.labels={labels}: {exc}") from None

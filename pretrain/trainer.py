@@ -92,7 +92,7 @@ class Trainer:
             raise ConfigError(f"Accelerate runs {acc.num_processes} processes but WORLD_SIZE is {world}")
         self.device = acc.device
         set_seed(tc.seed)
-        model = build_full_model(cfg.model, cfg.data.labels, cfg.data.target, self.info.num_outputs)
+        model = build_full_model(cfg.model, self.info.labels_dir, cfg.data.target, self.info.num_outputs)
         if cfg.model.init_weights:
             load_whole_model(model, local_model(cfg.model.init_weights, (MODEL_WEIGHTS, MODEL_INFO)))
         self.init_model(model)
@@ -137,7 +137,7 @@ class Trainer:
         """What model.json records beside the whole model's weights."""
         return {"model": self.cfg.model.name, "num_classes": self.info.num_outputs, "target": self.cfg.data.target,
                 "image_size": self.cfg.loader.image_size, "crop_pct": self.cfg.loader.crop_pct,
-                "labels": str(Path(self.cfg.data.labels).resolve()), "step": self.step,
+                "labels": str(Path(self.info.labels_dir).resolve()), "step": self.step,
                 "model_config": asdict(self.cfg.model)}
 
     def bare_model(self) -> torch.nn.Module:

@@ -66,9 +66,10 @@ def publish_labels(folder: str | Path, url: str) -> int:
     return n
 
 
-def local_labels(path: str | Path) -> Path:
+def local_labels(path: str | Path, root: Path = LABELS_CACHE) -> Path:
     """A local text-mining output for ``path``: a local path unchanged, a URL's finished output
-    copied (its files, ``complete.json`` last; a LabelsError when the URL holds no finished one)."""
+    copied below ``root`` (its files, ``complete.json`` last; a LabelsError when the URL holds no
+    finished one)."""
     if not is_url(path):
         return Path(path)
     remote = location(str(path))
@@ -79,7 +80,7 @@ def local_labels(path: str | Path) -> Path:
         raise schema.LabelsError(f"{path} is not a finished text-mining output: {marker_url} is missing "
                                  "(an upload cut short, or not uploaded yet)")
     marker = marker_url.read_bytes()
-    dest = _url_folder(LABELS_CACHE, str(path), "")
+    dest = _url_folder(Path(root), str(path), "")
     if (dest / schema.COMPLETE_FILE).is_file() and (dest / schema.COMPLETE_FILE).read_bytes() == marker:
         return dest
     if dest.exists():   # a copy of an older upload

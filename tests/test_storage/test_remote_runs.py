@@ -16,6 +16,7 @@ from conftest import PRETRAIN_EXAMPLE, REPO, pretrain_overrides
 from pipeline import schema
 from pretrain import checkpoint as ckpt
 from pretrain.run_mirror import RunMirror, run_folder
+from text_mining import schema as tm_schema
 from webtag.config import ConfigError
 from webtag.storage import location, publish_tree
 
@@ -34,10 +35,24 @@ def _cli(*args, **kw):
     return res.stdout + res.stderr
 
 
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """The copies of URLs (labels, weights) in the test's folder, not in ~/.cache."""
+    monkeypatch.setenv("WEBTAG_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 @pytest.fixture
 def s3_shards(shards_v1, bucket):
     url = f"{bucket}/shards"
     publish_tree(shards_v1, url, last=(schema.SIZES_FILE,))
+    return url
+
+
+@pytest.fixture
+def s3_labels(mined_v1, bucket):
+    url = f"{bucket}/labels"
+    publish_tree(mined_v1, url, last=(tm_schema.COMPLETE_FILE,))
     return url
 
 
@@ -49,9 +64,10 @@ def _audit_once(text: str) -> None:
     assert seen and all(len(s) == len(set(s)) for s in seen.values()), seen
 
 
-def test_train_from_s3_killed_then_resumed_from_the_url_on_an_empty_stage(s3_shards, mined_v1, bucket, tmp_path):
+def test_train_from_s3_killed_then_resumed_from_the_url_on_an_empty_stage(s3_shards, s3_labels, bucket, tmp_path):
+    """Shards, labels and the run folder all at s3:// (the labels copied once into the cache)."""
     run, total = f"{bucket}/runs/wt", 120
-    overrides = pretrain_overrides(s3_shards, mined_v1, run, f"train.max_steps={total}", "loader.batch_size=4",
+    overrides = pretrain_overrides(s3_shards, s3_labels, run, f"train.max_steps={total}", "loader.batch_size=4",
                                    "loader.workers=1", "train.log_every=5", "train.checkpoint_every=5",
                                    "train.keep_checkpoints=2", "data.holdout_shards=0")
     cmd = [sys.executable, "-m", "pretrain", "train", "--config", str(PRETRAIN_EXAMPLE), *overrides]
@@ -97,13 +113,12 @@ def test_train_from_s3_killed_then_resumed_from_the_url_on_an_empty_stage(s3_sha
     # finetune from the pretraining run at the URL into a run folder at a URL, then evaluate from it
     ft = f"{bucket}/runs/ft"
     out = _cli("finetune", "train", "--config", FINETUNE, f"init={run}", f"data.shards={s3_shards}",
-               f"data.labels={mined_v1}", f"train.output_dir={ft}", "train.max_steps=4", "train.eval_every=4",
-               "train.progress=false", "train.tensorboard=false", WEBTAG_CACHE_DIR=str(tmp_path / "cache"))
+               f"data.labels={s3_labels}", f"train.output_dir={ft}", "train.max_steps=4", "train.eval_every=4",
+               "train.progress=false", "train.tensorboard=false")
     assert f"initialised from {run}" in out
     fs.invalidate_cache()   # this process listed the bucket before the runs wrote into it
     assert location(f"{ft}/best/model.safetensors").is_file() and location(f"{ft}/finished.json").is_file()
-    out = _cli("finetune", "evaluate", "--checkpoint", f"{ft}/best", "--shards", s3_shards, "--workers", "1",
-               WEBTAG_CACHE_DIR=str(tmp_path / "cache"))
+    out = _cli("finetune", "evaluate", "--checkpoint", f"{ft}/best", "--shards", s3_shards, "--workers", "1")
     fs.invalidate_cache()
     result = json.loads(location(f"{ft}/best/eval-val.json").read_text())
     assert result["images"] == 24 and f"top-1 {result['top1']:.4f}" in out
@@ -111,9 +126,8 @@ def test_train_from_s3_killed_then_resumed_from_the_url_on_an_empty_stage(s3_sha
     assert abs(result["top1"] - best["val_top1"]) < 1e-9
     # the large-resolution stage continues the finetuned run at the URL, its LR schedule included
     out = _cli("finetune", "train", "--config", FINETUNE, f"continue_from={ft}", f"data.shards={s3_shards}",
-               f"data.labels={mined_v1}", f"train.output_dir={tmp_path / 'big'}", "loader.image_size=80",
-               "train.max_steps=1", "train.log_every=1", "train.progress=false", "train.tensorboard=false",
-               WEBTAG_CACHE_DIR=str(tmp_path / "cache"))
+               f"data.labels={s3_labels}", f"train.output_dir={tmp_path / 'big'}", "loader.image_size=80",
+               "train.max_steps=1", "train.log_every=1", "train.progress=false", "train.tensorboard=false")
     assert "at 80 px, LR schedule from step 4" in out
 
 
