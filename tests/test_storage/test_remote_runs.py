@@ -157,3 +157,37 @@ def test_a_damaged_remote_checkpoint_falls_back_to_the_older_one(bucket, tmp_pat
     assert RunMirror(location(f"{bucket}/run"), stage).pull() == ckpt.checkpoint_name(2)
     path, _ = ckpt.choose_resume("auto", stage)
     assert path == ckpt.checkpoint_root(stage) / ckpt.checkpoint_name(2)
+
+
+def test_two_machines_with_their_own_stage_are_refused(s3_shards, s3_labels, bucket, tmp_path):
+    """Two "machines" on loopback (real gloo processes), each with its own $WEBTAG_STAGE_DIR: the
+    RNG states of one would never reach the other's checkpoint, so the run refuses to start (both
+    machines exit non-zero, nothing uploaded but the run id), one line naming train.stage_dir."""
+    port = _free_port()
+    overrides = pretrain_overrides(s3_shards, s3_labels, f"{bucket}/runs/two", "train.max_steps=2")
+    procs = []
+    for rank in (0, 1):
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
+               "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
+               str(REPO / "pretrain" / "main.py"), "--config", str(PRETRAIN_EXAMPLE), *overrides]
+        env = _env(ACCELERATE_USE_CPU="1", WEBTAG_STAGE_DIR=str(tmp_path / f"node{rank}"))
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, text in zip(procs, logs):
+        assert p.returncode != 0, text[-3000:]
+    # the main process says it in one line (the launchers then add their own reports; machine 1's
+    # agent may stop its process before it logs, once machine 0's has gone)
+    text = logs[0]
+    lines = [ln for ln in text.splitlines() if "do not see this folder" in ln]
+    assert len(lines) == 1 and " ERROR pretrain: train.stage_dir=" in lines[0] and "rank(s) [1]" in lines[0], text[-3000:]
+    assert 'File "' not in text.split("do not see this folder")[0], "a traceback before the error line"
+    assert not location(f"{bucket}/runs/two/checkpoints").is_dir()
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
