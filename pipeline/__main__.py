@@ -134,13 +134,13 @@ def _shard(args) -> int:
     from webtag.config import load_config
     from webtag.lock import part_name, run_lock
     from webtag.storage import is_url
+    TABLE_EXTS = (".parquet", ".csv")
 
-    if args.webdata and is_url(args.webdata):
-        raise ValueError(f"--webdata {args.webdata}: the shard writer reads web data from a local folder or "
-                         "table (text mining reads it from URLs); copy it first, e.g. `aws s3 sync URL DIR`")
     if args.webdata:   # train only (there are no val/test lists); a table's paths are relative to it
         args.webvision = args.webdata
-        if args.images_root is None and os.path.isfile(args.webdata):
+        if args.images_root is None and is_url(args.webdata) and args.webdata.lower().endswith(TABLE_EXTS):
+            args.images_root = args.webdata.rstrip("/").rsplit("/", 1)[0]   # a table at a URL
+        elif args.images_root is None and os.path.isfile(args.webdata):
             args.images_root = os.path.dirname(os.path.abspath(args.webdata))
     cfg = load_config(ShardConfig, args.config, args.overrides, defaults={
         "max_size": parse_size(args.max_size) if args.max_size else None,

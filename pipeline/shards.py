@@ -40,6 +40,7 @@ from webtag.atomic import PendingFile, atomic_file, remove_stale_tmp, write_text
 from webtag.config import at_least, between, check
 from webtag.parallel import part_range, run_parts
 from webtag.problems import Problems
+from webtag.storage import location
 
 from . import eval_splits, release_tars, schema
 from .shard_labels import (
@@ -168,9 +169,10 @@ def write_part(split: str, samples: pa.Table, root: str | Path, out: str | Path,
     remove_stale_tmp(split_dir)
     remove_stale_tmp(parts_dir)
     t0 = time.perf_counter()
-    img_root = Path(images_root) if images_root else Path(root)
+    img_root = location(images_root or root)   # a local folder, or web data at a URL (webtag.storage)
     problems = Problems(SHARD_KINDS, on_error=cfg.on_error)
-    archives = release_tars.find_archives(img_root) if split == "train" and "file" not in samples.column_names else []
+    archives = (release_tars.find_archives(img_root)
+                if split == "train" and "file" not in samples.column_names and isinstance(img_root, Path) else [])
     if archives:   # the release's tar files: this part reads whole archives (pipeline/release_tars.py)
         lo, hi = release_tars.part_archives(archives, part, num_parts)
         images = release_tars.archive_images(samples, archives, part, num_parts, problems)
@@ -232,7 +234,7 @@ def write_part(split: str, samples: pa.Table, root: str | Path, out: str | Path,
     return report
 
 
-def _files(rows: list[dict], img_root: Path):
+def _files(rows: list[dict], img_root):
     """(row, path, bytes or None when missing): the images as files, or img2dataset tar members."""
     for row in rows:
         path = Path(row["file"]) if "file" in row else img_root / row["path"]
@@ -332,7 +334,7 @@ def split_samples(split: str, root: str | Path, labels_dir: str | Path | None, c
 
 def release_splits(root: str | Path) -> list[str]:
     """The splits ``--split all`` packs: train, val, and test when the release lists it."""
-    return [s for s in schema.SPLITS if s not in schema.SPLIT_LISTS or (Path(root) / schema.SPLIT_LISTS[s]).is_file()]
+    return [s for s in schema.SPLITS if s not in schema.SPLIT_LISTS or (location(root) / schema.SPLIT_LISTS[s]).is_file()]
 
 
 def _key(value):

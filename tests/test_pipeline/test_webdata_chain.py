@@ -57,8 +57,10 @@ def test_img2dataset_output_to_pretraining(tmp_path):
     assert (pt / "backbone.safetensors").exists() and (pt / "finished.json").exists()
 
 
-def test_a_csv_table_of_image_files_to_shards(tmp_path):
-    web, mined, shards = (tmp_path / n for n in ("web", "mined", "shards"))
+def _csv_table(tmp_path):
+    """data/table.csv of image files (data/img/KEY.jpg), captions and some labels, from the
+    example's img2dataset output (returned too)."""
+    web = tmp_path / "web"
     run("webvision_example", "--img2dataset", web, "--classes", "2", "--images-per-class", "4")
     table = tmp_path / "data" / "table.csv"
     (table.parent / "img").mkdir(parents=True)
@@ -74,6 +76,12 @@ def test_a_csv_table_of_image_files_to_shards(tmp_path):
                              wnids.index(meta["label"]) if "label" in meta else ""])
     with open(table, "w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows(rows)
+    return web, table
+
+
+def test_a_csv_table_of_image_files_to_shards(tmp_path):
+    mined, shards = tmp_path / "mined", tmp_path / "shards"
+    web, table = _csv_table(tmp_path)
     run("text_mining", "run", "--webdata", table, "--classes", web / "synsets.txt", "--out", mined,
         "--workers", "1", "--config", EXAMPLE_CONFIG)
     images = pq.read_table(mined / "images.parquet").to_pylist()
@@ -86,3 +94,22 @@ def test_a_csv_table_of_image_files_to_shards(tmp_path):
         labels = json.loads(out.extractfile(f"{manifest['key'][0].as_py()}.json").read())
         assert out.extractfile(f"{manifest['key'][0].as_py()}.jpg").read() == \
             (table.parent / labels["path"]).read_bytes()
+
+
+def test_a_csv_table_at_a_url_to_shards(tmp_path, bucket):
+    """The table and its image files on S3 (moto on loopback): text mining and the shard writer
+    read them from there (paths relative to the table's folder) and write what they write locally."""
+    from webtag.storage import publish_tree
+    web, table = _csv_table(tmp_path)
+    publish_tree(table.parent, f"{bucket}/data")
+    url = f"{bucket}/data/table.csv"
+    for where, src in (("local", table), ("s3", url)):
+        run("text_mining", "run", "--webdata", src, "--classes", web / "synsets.txt", "--out", tmp_path / f"mined-{where}",
+            "--workers", "1", "--config", EXAMPLE_CONFIG)
+        run("pipeline", "shard", "--webdata", src, "--labels", tmp_path / f"mined-{where}", "--out",
+            tmp_path / f"shards-{where}", "--workers", "1")
+    local, remote = (pq.read_table(tmp_path / f"shards-{w}" / "train" / "manifest.parquet") for w in ("local", "s3"))
+    assert remote.num_rows == local.num_rows > 0
+    assert remote.select(["key", "class_id", "bytes"]).equals(local.select(["key", "class_id", "bytes"]))
+    report = json.loads((tmp_path / "shards-s3" / "train" / "report.json").read_text())
+    assert report["skipped"] == 0

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -193,9 +194,14 @@ def test_run_from_s3_to_s3_and_the_steps_refuse_a_url(tmp_path, bucket):
     assert res.returncode == 0, res.stderr[-3000:]
     manifest = pq.read_table(tmp_path / "shards" / "train" / "manifest.parquet")
     assert manifest.num_rows == images.num_rows
-    res = _run("shard", "--webdata", f"{bucket}/web", "--labels", out, "--out", tmp_path / "s2", cwd=tmp_path,
-               module="pipeline")
-    assert res.returncode == 2 and "reads web data from a local folder" in res.stderr, res.stderr
+    # ... and the web data from the URL too: its tars streamed, the same shards as from the local copy
+    res = _run("shard", "--webdata", f"{bucket}/web", "--labels", out, "--out", tmp_path / "s2", "--max-count", "8",
+               "--workers", "1", cwd=tmp_path, module="pipeline")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert pq.read_table(tmp_path / "s2" / "train" / "manifest.parquet").equals(manifest)
+    for shard in sorted(p.name for p in (tmp_path / "shards" / "train").glob("*.tar")):
+        assert (tmp_path / "s2" / "train" / shard).read_bytes() == (tmp_path / "shards" / "train" / shard).read_bytes()
+    assert not list(Path(tempfile.gettempdir()).glob("webtag-webdata-*")), "a spooled tar left behind"
 
 
 def test_labels_url_without_marker_and_release_url_are_refused(tmp_path, bucket):
