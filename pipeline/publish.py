@@ -18,7 +18,8 @@ import hashlib
 import logging
 from pathlib import Path
 
-from webtag.storage import Remote, StorageError, location, publish_tree
+from webtag.remote_copy import publish_tree
+from webtag.storage import Remote, StorageError, location
 
 from . import schema
 from .timm_info import INFO_FILE

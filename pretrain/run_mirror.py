@@ -34,8 +34,8 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from webtag.atomic import publish
-from webtag.remote_copy import _retrying, download, remove, upload
-from webtag.storage import Remote, StorageError, is_url, location
+from webtag.remote_copy import download, remove, upload
+from webtag.storage import Remote, StorageError, is_url, location, retry_call
 
 from . import checkpoint as ckpt
 
@@ -78,7 +78,7 @@ class RunMirror:
         fs = url.fs
         fs.invalidate_cache()   # another process (the killed run) wrote there
         try:
-            return _retrying(str(url), lambda: fs.ls(url.rpath, detail=True))
+            return retry_call(str(url), lambda: fs.ls(url.rpath, detail=True))
         except FileNotFoundError:
             return []
 
@@ -87,7 +87,7 @@ class RunMirror:
         root = self.remote / "checkpoints"
         names = sorted(PurePosixPath(e["name"]).name for e in self._ls(root) if e.get("type") == "directory")
         steps = [n for n in names if re.match(r"^step-\d{8}$", n)]
-        return [n for n in steps if _retrying(str(root), lambda n=n: root.fs.exists(f"{root.rpath}/{n}/{ckpt.MANIFEST}"))]
+        return [n for n in steps if retry_call(str(root), lambda n=n: root.fs.exists(f"{root.rpath}/{n}/{ckpt.MANIFEST}"))]
 
     # ---- which run ----------------------------------------------------------------------------
     def claim(self) -> str:
@@ -126,7 +126,7 @@ class RunMirror:
         self.local.mkdir(parents=True, exist_ok=True)
         fs, root = self.remote.fs, self.remote.rpath.rstrip("/")
         fs.invalidate_cache()
-        for full in _retrying(str(self.remote), lambda: fs.find(root)):
+        for full in retry_call(str(self.remote), lambda: fs.find(root)):
             rel = PurePosixPath(full[len(root):].lstrip("/"))
             if rel.parts[0] == "checkpoints" or any(part.startswith(".") for part in rel.parts):
                 continue

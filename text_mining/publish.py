@@ -17,13 +17,15 @@ required) copied into ``_work/labels/<name>-<hash>``, used again while its marke
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import shutil
 from pathlib import Path
 
 from webtag.atomic import atomic_dir
-from webtag.storage import Remote, StorageError, is_url, location, publish_tree
+from webtag.remote_copy import publish_tree
+from webtag.storage import Remote, StorageError, is_url, location
 
 from . import schema
 
@@ -92,8 +94,9 @@ def local_labels(path: str | Path, root: Path = LABELS_CACHE) -> Path:
                     with entry.open("rb") as src, open(tmp / entry.name, "wb") as out:
                         shutil.copyfileobj(src, out, 1 << 20)   # streamed
             (tmp / schema.COMPLETE_FILE).write_bytes(marker)
-    except FileExistsError:   # another process (a part of the same job) copied it meanwhile
-        pass
+    except OSError as exc:   # another process (a part or rank of the same job) copied it meanwhile
+        if not isinstance(exc, FileExistsError) and exc.errno != errno.ENOTEMPTY:
+            raise
     schema.read_complete(dest)   # every table the marker lists, at its size
     log.info("labels %s copied to %s", path, dest)
     return dest

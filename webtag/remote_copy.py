@@ -8,6 +8,10 @@ a run folder kept at a URL (:mod:`pretrain.run_mirror`) and weights at a URL (``
 - :func:`upload` puts one local file, retrying transient errors the same way (counted in
   ``storage.RETRIES``; after ``storage.MAX_RETRIES`` failures in a row an OSError naming the URL).
   An object store shows an object only once it is complete, so an upload is atomic by itself.
+- :func:`publish_tree` uploads a folder written locally (the shard writer's and text mining's
+  output): the completion markers (the files named by ``last``, e.g. each split's ``sizes.json``)
+  are removed first and uploaded last, so a reader never finds a finished split whose files are
+  not all there.
 - :func:`local_model` gives what the model loaders open: a local path unchanged; a URL of a file:
   that file; a URL of a folder: the files of ``names`` found there. Copies are cached in
   ``$WEBTAG_CACHE_DIR`` (default ``~/.cache/webtag/remote``), one folder per URL, and used again
@@ -21,11 +25,9 @@ import hashlib
 import json
 import os
 import shutil
-import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from . import storage
-from .storage import Remote, StorageError, is_url, location
+from .storage import Remote, StorageError, is_url, location, retry_call
 
 CACHE_ENV = "WEBTAG_CACHE_DIR"
 SOURCE_FILE = ".source.json"
@@ -33,24 +35,6 @@ SOURCE_FILE = ".source.json"
 
 def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "webtag" / "remote")
-
-
-def _retrying(what: str, fn):
-    """``fn()``, retried on transient errors like storage.RetryingFile's reads."""
-    failures, wait = 0, storage.RETRY_WAIT
-    while True:
-        try:
-            return fn()
-        except Exception as exc:  # noqa: BLE001 - backends raise their own error types
-            if not storage._transient(exc):
-                raise
-            failures += 1
-            if failures > storage.MAX_RETRIES:
-                raise OSError(f"{what}: failed {failures} times in a row, giving up: "
-                              f"{type(exc).__name__}: {exc}") from None
-            storage.RETRIES += 1
-            time.sleep(wait)
-            wait *= 2
 
 
 def download(url: str, dest: str | Path) -> Path:
@@ -70,13 +54,13 @@ def download(url: str, dest: str | Path) -> Path:
 def upload(local: str | Path, url: str) -> None:
     """Put the local file ``local`` at ``url``."""
     remote = Remote(url)
-    _retrying(f"upload {local} -> {url}", lambda: remote.fs.put_file(str(local), remote.rpath))
+    retry_call(f"upload {local} -> {url}", lambda: remote.fs.put_file(str(local), remote.rpath))
 
 
 def remove(url: str, recursive: bool = False) -> None:
     remote = Remote(url)
     try:
-        _retrying(f"delete {url}", lambda: remote.fs.rm(remote.rpath, recursive=recursive))
+        retry_call(f"delete {url}", lambda: remote.fs.rm(remote.rpath, recursive=recursive))
     except FileNotFoundError:
         pass
 
@@ -98,11 +82,11 @@ def local_model(path: str | Path, names: tuple[str, ...]) -> Path:
         raise StorageError(f"{path}: weights are read from a local path or an object-store URL, not a pipe:")
     fs, root = loc.fs, loc.rpath
     try:
-        info = _retrying(str(loc), lambda: fs.info(root))
+        info = retry_call(str(loc), lambda: fs.info(root))
     except FileNotFoundError:
         raise FileNotFoundError(f"{loc} does not exist") from None
     if info.get("type") == "directory":
-        listing = {Path(p["name"]).name: p for p in _retrying(str(loc), lambda: fs.ls(root, detail=True))
+        listing = {Path(p["name"]).name: p for p in retry_call(str(loc), lambda: fs.ls(root, detail=True))
                    if p.get("type") == "file"}
         files = {n: listing[n] for n in names if n in listing}
         if not files:
@@ -132,3 +116,28 @@ def _fetch(loc: Remote, files: dict[str, tuple[str, dict]]) -> Path:
             download(url, folder / name)
         source.write_text(json.dumps({"url": str(loc), "files": wanted}), encoding="utf-8")
     return folder
+
+
+def publish_tree(local: str | Path, url: str, last: tuple[str, ...] = (), skip: tuple[str, ...] = ("_parts",)
+                 ) -> int:
+    """Upload every file below ``local`` to ``url`` (same relative paths); the files named in
+    ``last`` (completion markers, by base name) are deleted remotely first and uploaded after all
+    others. Folders named in ``skip`` (the shard writer's per-part work) and hidden ones (locks)
+    stay local. Returns the number of files uploaded."""
+    local = Path(local)
+    dest = location(url)
+    if not isinstance(dest, Remote):
+        raise StorageError(f"{url}: not an object-store URL to upload to")
+    root = dest.url
+    files = sorted(p for p in local.rglob("*") if p.is_file() and not any(
+        part in skip or part.startswith(".") for part in p.relative_to(local).parts[:-1]))
+    rel = [p.relative_to(local).as_posix() for p in files]
+    markers = [(p, r) for p, r in zip(files, rel) if PurePosixPath(r).name in last]
+    for _, r in markers:
+        remove(f"{root}/{r}")
+    for p, r in zip(files, rel):   # each upload retried on transient errors
+        if PurePosixPath(r).name not in last:
+            upload(p, f"{root}/{r}")
+    for p, r in markers:
+        upload(p, f"{root}/{r}")
+    return len(files)

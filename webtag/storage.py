@@ -16,7 +16,7 @@
   refusal): the file is opened again at the position reached. Retries are counted
   (:data:`RETRIES`); after :data:`MAX_RETRIES` in a row on one file the error is an OSError
   naming the URL.
-- :func:`publish_tree` uploads a folder written locally (the shard writer's output) to a URL:
+- :func:`webtag.remote_copy.publish_tree` uploads a folder written locally (the shard writer's output) to a URL:
   object stores make a single object visible only when it is complete, and the completion markers
   (the files named by ``last``, e.g. each split's ``sizes.json``) are removed first and uploaded
   last, so a reader never finds a finished split whose files are not all there.
@@ -107,6 +107,25 @@ def _transient(exc: BaseException) -> bool:
     if isinstance(status, int) and 400 <= status < 600:
         return status >= 500 or status in (408, 429)
     return not isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError))
+
+
+def retry_call(what: str, fn):
+    """``fn()`` retried on transient errors as RetryingFile's reads are (counted in RETRIES;
+    after MAX_RETRIES failures in a row an OSError naming ``what``)."""
+    global RETRIES
+    failures, wait = 0, RETRY_WAIT
+    while True:
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - backends raise their own error types
+            if not _transient(exc):
+                raise
+            failures += 1
+            if failures > MAX_RETRIES:
+                raise OSError(f"{what}: failed {failures} times in a row, giving up: {type(exc).__name__}: {exc}") from None
+            RETRIES += 1
+            time.sleep(wait)
+            wait *= 2
 
 
 class RetryingFile(io.RawIOBase):
@@ -241,11 +260,20 @@ class Remote:
         scheme, rest = self.url.split("://", 1)
         return Remote(f"{scheme}://{posixpath.dirname(rest) or rest}")
 
+    def _type(self) -> str | None:
+        """"file", "directory" or None (not there); retried: fsspec's isfile/isdir say False on
+        any error, a 503 included, which would make a finished split look unfinished."""
+        fs, path = self.fs, self.rpath   # a missing backend: a StorageError, not retried
+        try:
+            return retry_call(self.url, lambda: fs.info(path)).get("type")
+        except FileNotFoundError:
+            return None
+
     def is_file(self) -> bool:
-        return bool(self.fs.isfile(self.rpath))
+        return self._type() == "file"
 
     def is_dir(self) -> bool:
-        return bool(self.fs.isdir(self.rpath))
+        return self._type() == "directory"
 
     def iterdir(self):
         return [Remote(self.url + "/" + posixpath.basename(p.rstrip("/"))) for p in self.fs.ls(self.rpath, detail=False)]
@@ -368,30 +396,3 @@ def open_binary(loc):
     size = fh.tell()
     fh.seek(0)
     return fh, size
-
-
-def publish_tree(local: str | Path, url: str, last: tuple[str, ...] = (), skip: tuple[str, ...] = ("_parts",)
-                 ) -> int:
-    """Upload every file below ``local`` to ``url`` (same relative paths); the files named in
-    ``last`` (completion markers, by base name) are deleted remotely first and uploaded after all
-    others. Folders named in ``skip`` (the shard writer's per-part work) and hidden ones (locks)
-    stay local. Returns the number of files uploaded."""
-    local = Path(local)
-    dest = location(url)
-    if not isinstance(dest, Remote):
-        raise StorageError(f"{url}: not an object-store URL to upload to")
-    fs, root = filesystem(dest.url)
-    files = sorted(p for p in local.rglob("*") if p.is_file() and not any(
-        part in skip or part.startswith(".") for part in p.relative_to(local).parts[:-1]))
-    rel = [p.relative_to(local).as_posix() for p in files]
-    markers = [(p, r) for p, r in zip(files, rel) if PurePosixPath(r).name in last]
-    for _, r in markers:
-        target = f"{root}/{r}"
-        if fs.exists(target):
-            fs.rm_file(target)
-    for p, r in zip(files, rel):
-        if PurePosixPath(r).name not in last:
-            fs.put_file(str(p), f"{root}/{r}")
-    for p, r in markers:
-        fs.put_file(str(p), f"{root}/{r}")
-    return len(files)

@@ -99,7 +99,7 @@ def test_a_csv_table_of_image_files_to_shards(tmp_path):
 def test_a_csv_table_at_a_url_to_shards(tmp_path, bucket):
     """The table and its image files on S3 (moto on loopback): text mining and the shard writer
     read them from there (paths relative to the table's folder) and write what they write locally."""
-    from webtag.storage import publish_tree
+    from webtag.remote_copy import publish_tree
     web, table = _csv_table(tmp_path)
     publish_tree(table.parent, f"{bucket}/data")
     url = f"{bucket}/data/table.csv"

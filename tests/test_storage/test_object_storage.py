@@ -10,7 +10,8 @@ import pytest
 from pipeline import schema
 from pipeline.loader import LoaderConfig, ShardLoader
 from webtag import storage
-from webtag.storage import StorageError, location, publish_tree
+from webtag.remote_copy import publish_tree
+from webtag.storage import StorageError, location
 
 
 def _epoch(split, **kw):

@@ -227,6 +227,17 @@ def test_a_failure_to_learn_the_size_is_retried(server, blobs, fast_retries):
     assert [e[0] for e in server.faults("data/b.bin")] == ["HEAD", "GET"] * 2
 
 
+def test_is_file_retries_a_503_instead_of_saying_no(server, blobs, fast_retries):
+    """A 503 while asking whether a file is there (a split's sizes.json: is it finished?) is
+    retried; fsspec's own isfile() would answer False. A missing file is False at once."""
+    server.size_faults["data/a.bin"] = [503, 503]      # one info(): HEAD 503, then its GET 503
+    before = storage.RETRIES
+    assert location(f"{server.url}/data/a.bin").is_file()
+    assert storage.RETRIES - before == 1
+    assert not location(f"{server.url}/data/nothing-here.bin").is_file()
+    assert storage.RETRIES - before == 1
+
+
 @pytest.mark.parametrize("every", ["request", "range read"])
 def test_a_file_that_always_fails_gives_up_naming_the_url(server, fast_retries, every):
     """Always 500 (every request, or only its reads: the size is known): an OSError naming the

@@ -18,7 +18,8 @@ from pretrain import checkpoint as ckpt
 from pretrain.run_mirror import RunMirror, run_folder
 from text_mining import schema as tm_schema
 from webtag.config import ConfigError
-from webtag.storage import location, publish_tree
+from webtag.remote_copy import publish_tree
+from webtag.storage import location
 
 FINETUNE = REPO / "configs" / "finetune" / "example.yaml"
 
