@@ -1,7 +1,7 @@
 """Benchmark of the text-mining stage: records/s/core for each step and end to end.
 
     python bench/text_mining.py [--records 100000] [--classes 1000] [--workers N] [--config YAML] \
-        [--text realistic|example] [--types 1000000]
+        [--text realistic|example] [--types 1000000] [--workdir DIR] [--rss-per-step] [--set KEY=VALUE]
 
 Generates a WebVision-format release of metadata only, with ``--text realistic`` (default) the
 example generator's records extended by a Zipf model of web text (bench/realistic_text.py: a long
@@ -16,6 +16,14 @@ records/s/core end to end on realistic text.
 Baseline, measured in the same run on the same records: a plain per-record pipeline (tokenize,
 filter, lemmatise every token occurrence afresh, no caches), and the same with webtag's
 per-distinct-token cache, with the distinct-token count and the cache's hit rate.
+
+``--rss-per-step`` runs each step in a fresh (spawned) process, as ``python -m text_mining STEP``
+does on a cluster, and prints its peak resident memory (ru_maxrss of that process, and of its
+largest pool worker for a map step with N > 1); the start-up (imports) counts in the step's time.
+A reduce step's memory is bounded by ``reduce.memory_mb`` (text_mining/spill.py), a map part's
+by its size and the same key.
+``--workdir DIR`` keeps the generated release in DIR/release and reuses it in later runs (the
+outputs, DIR/out, are made afresh each run). ``--set reduce.memory_mb=256`` overrides config keys.
 """
 from __future__ import annotations
 
@@ -73,6 +81,46 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def _run_step(name: str, root: Path, out: Path, cfg: TextMiningConfig, workers: int):
+    if name.startswith("count"):
+        return _map(count_part, root, out, cfg, workers, workers, "count")
+    if name.startswith("vocabulary"):
+        return build_vocabulary(root, out, cfg)
+    if name.startswith("tag"):
+        return _map(tag_part, root, out, cfg, workers, workers, "tag")
+    return merge(root, out, cfg)
+
+
+def _step_child(name, root, out, cfg, workers, queue) -> None:
+    """One step in a fresh process: its result and its own and its workers' peak RSS (bytes)."""
+    setup_logging("WARNING")
+    limit_threads(threads_per_worker(workers))
+    result = _run_step(name, root, out, cfg, workers)
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    queue.put((result if isinstance(result, dict) else None, own, kids))
+
+
+def run_isolated(name: str, root: Path, out: Path, cfg: TextMiningConfig, workers: int):
+    """(result, peak RSS of the step's process, peak RSS of its largest worker) of a step run in
+    a spawned process (nothing inherited from this one's heap)."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_step_child, args=(name, root, out, cfg, workers, queue))
+    proc.start()
+    import queue as queue_mod
+    while True:   # a step that dies puts nothing: do not wait for it forever
+        try:
+            result = queue.get(timeout=1.0)
+            break
+        except queue_mod.Empty:
+            if not proc.is_alive():
+                raise SystemExit(f"step {name} failed (exit {proc.exitcode})") from None
+    proc.join()
+    return result
+
+
 def baseline_rate(root: Path, cfg: TextMiningConfig, n: int) -> tuple[float, float, int, int]:
     """records/s of reading + extraction on one core, without and with the token cache; the
     token occurrences and the distinct tokens (the cache's entries) of those records."""
@@ -111,9 +159,13 @@ def main() -> None:
     ap.add_argument("--types", type=int, default=1_000_000, help="word types of the realistic model")
     ap.add_argument("--workdir", default=None, help="keep the generated data and outputs here")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    ap.add_argument("--rss-per-step", action="store_true",
+                    help="run each step in its own spawned process and report its peak RSS")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override, e.g. reduce.memory_mb=256 (repeatable)")
     args = ap.parse_args()
     setup_logging("WARNING")
-    cfg = load_config(TextMiningConfig, args.config)
+    cfg = load_config(TextMiningConfig, args.config, args.set)
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_tm_"))
     root, out = work / "release", work / "out"
     shutil.rmtree(out, ignore_errors=True)
@@ -130,14 +182,15 @@ def main() -> None:
     workers = args.workers
     # the reduce steps run in this process: at most cores / workers threads too, like a worker
     limit_threads(threads_per_worker(workers))
-    steps, cpu = {}, {}
+    steps, cpu, rss = {}, {}, {}
     t0, c0 = time.perf_counter(), cpu_seconds()
-    for name, run in [("count (map)", lambda: _map(count_part, root, out, cfg, workers, workers, "count")),
-                      ("vocabulary (reduce)", lambda: build_vocabulary(root, out, cfg)),
-                      ("tag (map)", lambda: _map(tag_part, root, out, cfg, workers, workers, "tag")),
-                      ("merge (reduce)", lambda: merge(root, out, cfg))]:
+    for name in ("count (map)", "vocabulary (reduce)", "tag (map)", "merge (reduce)"):
         t, c = time.perf_counter(), cpu_seconds()
-        report = run()
+        if args.rss_per_step:
+            report, own, kids = run_isolated(name, root, out, cfg, workers)
+            rss[name] = {"process": own, "largest_worker": kids}
+        else:
+            report = _run_step(name, root, out, cfg, workers)
         steps[name], cpu[name] = time.perf_counter() - t, cpu_seconds() - c
     total, total_cpu = time.perf_counter() - t0, cpu_seconds() - c0
     base_uncached, base_cached, tokens, distinct = baseline_rate(root, cfg, args.baseline_records)
@@ -147,10 +200,16 @@ def main() -> None:
           f"{threads_per_worker(workers)} threads on {os.cpu_count()} cores, tagger {report['tagger']}, "
           f"{corpus_keywords} distinct keywords in the corpus, vocabulary {report['stats']['vocabulary_size']}, "
           f"{report['stats']['classes']} classes, {report['stats']['mean_keywords_per_image']:.2f} keywords/image")
-    print(f"{'step':<22}{'seconds':>10}{'records/s':>12}{'CPU ms/rec':>12}{'records/CPU-s':>15}")
+    # a step's largest descendant: its pool workers (only with N > 1; otherwise any fork+exec,
+    # which reports the parent's size at the fork)
+    show_kids = rss and workers > 1
+    rss_head = (f"{'peak RSS GB':>13}" + (f"{'worker GB':>11}" if show_kids else "")) if rss else ""
+    print(f"{'step':<22}{'seconds':>10}{'records/s':>12}{'CPU ms/rec':>12}{'records/CPU-s':>15}{rss_head}")
     for name in steps:
+        mem = f"{rss[name]['process'] / 1e9:>13.3f}" if rss else ""
+        mem += f"{rss[name]['largest_worker'] / 1e9:>11.3f}" if show_kids else ""
         print(f"{name:<22}{steps[name]:>10.2f}{n / steps[name]:>12.0f}{1e3 * cpu[name] / n:>12.3f}"
-              f"{n / max(cpu[name], 1e-9):>15.0f}")
+              f"{n / max(cpu[name], 1e-9):>15.0f}{mem}")
     e2e = n / max(total_cpu, 1e-9)
     print(f"{'end to end':<22}{total:>10.2f}{n / total:>12.0f}{1e3 * total_cpu / n:>12.3f}{e2e:>15.0f}")
     print(f"\ngoal >= 3000 records per CPU-second end to end: {'met' if e2e >= 3000 else 'NOT met'} "
@@ -167,7 +226,7 @@ def main() -> None:
             "total_seconds": total, "total_cpu_seconds": total_cpu, "records_per_cpu_second": e2e,
             "baseline_uncached": base_uncached, "baseline_cached": base_cached, "tokens": tokens,
             "distinct_tokens": distinct, "cache_hit_rate": 1 - distinct / max(tokens, 1),
-            "distinct_keywords": corpus_keywords}, indent=1))
+            "distinct_keywords": corpus_keywords, "peak_rss_bytes": rss}, indent=1))
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
 

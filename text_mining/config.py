@@ -116,6 +116,19 @@ class WeightsConfig:
 
 
 @dataclass
+class ReduceConfig:
+    """Memory of the reduce steps (vocabulary, merge) and of the tag step: how much per-record data
+    they hold at a time. Inputs larger than that go out of core (hash-partitioned passes over
+    spill files, batches of records); the outputs are the same either way. Tables of distinct
+    keywords (the vocabulary, the merged keyword counts) and the KNN reference set
+    (weights.knn_reference) are held whole: they grow with the vocabulary, not the records."""
+    memory_mb: int = 1024                 # the per-record working set (approximate), in MB
+
+    def __post_init__(self) -> None:
+        check(self, memory_mb=at_least(1))
+
+
+@dataclass
 class TextMiningConfig:
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     wordnet: WordNetConfig = field(default_factory=WordNetConfig)
@@ -123,3 +136,4 @@ class TextMiningConfig:
     vocabulary: VocabularyConfig = field(default_factory=VocabularyConfig)
     word2vec: Word2VecConfig = field(default_factory=Word2VecConfig)
     weights: WeightsConfig = field(default_factory=WeightsConfig)
+    reduce: ReduceConfig = field(default_factory=ReduceConfig)

@@ -2,7 +2,8 @@
 
 Writes ``_work/count/part-I-of-N/`` with
 - ``extract.parquet``: one row per image (index, key, path, source, query_id, class_id, the image's
-  distinct keywords and how often each occurs in its text, has_text);
+  distinct keywords and how often each occurs in its text, has_text), written a row group at a
+  time (``reduce.memory_mb`` bounds the rows held);
 - ``counts.parquet``: per keyword, occurrences and images;
 - ``report.json``: counts, bad input, the tagger used, timing.
 """
@@ -27,6 +28,7 @@ from .keywords import KeywordExtractor
 from .layout import Layout
 from .problems import Problems
 from .schema import META_TAGGER
+from .spill import budget_rows
 from .webdata import open_input
 from .wordnet import load_wordnet
 
@@ -38,6 +40,19 @@ EXTRACT_SCHEMA = pa.schema([
     ("keyword_counts", pa.list_(pa.int32())), ("has_text", pa.bool_()),
 ])
 COUNTS_SCHEMA = pa.schema([("keyword", pa.string()), ("count", pa.int64()), ("df", pa.int64())])
+
+
+# memory of one record's extract row held as Python lists (~18 distinct keywords): an estimate
+COUNT_ROW_BYTES = 4096
+
+
+def _flush(writer: pq.ParquetWriter, cols: dict, extract_schema: pa.Schema) -> int:
+    """Write the held rows as one row group and empty the lists; returns the rows written."""
+    n = len(cols["index"])
+    writer.write_table(pa.table(cols, schema=extract_schema))
+    for v in cols.values():
+        v.clear()
+    return n
 
 
 def progress(iterable, total: int, desc: str, enabled: bool = True):
@@ -63,44 +78,50 @@ def count_part(root: str | Path, out: str | Path, cfg: TextMiningConfig, part: i
     problems = Problems(cfg.reader.on_error)
     start, end = part_range(release.total, part, num_parts)
 
-    cols = {name: [] for name in EXTRACT_SCHEMA.names}
+    extract_schema = EXTRACT_SCHEMA.with_metadata({META_TAGGER: extractor.tagger_name.encode()})
+    batch_rows = budget_rows(cfg.reduce.memory_mb, COUNT_ROW_BYTES)
     occurrences: collections.Counter = collections.Counter()
     doc_freq: collections.Counter = collections.Counter()
-    n_text = 0
+    n_text = n_rows = 0
     records = release.iter_records(start, end, problems)
-    for rec in progress(records, end - start, f"count {part}/{num_parts}", show_progress):
-        kws = extractor.extract(rec.title, rec.description, rec.tags)
-        per_image = collections.Counter(kws)
-        distinct = list(per_image)
-        occurrences.update(per_image)
-        doc_freq.update(distinct)
-        has_text = bool(rec.title.strip() or rec.description.strip() or rec.tags)
-        n_text += has_text
-        cols["index"].append(rec.index)
-        cols["key"].append(rec.key)
-        cols["path"].append(rec.path)
-        cols["source"].append(rec.source)
-        cols["query_id"].append(rec.query_id)
-        cols["class_id"].append(rec.class_id)
-        cols["keywords"].append(distinct)
-        cols["keyword_counts"].append([per_image[k] for k in distinct])
-        cols["has_text"].append(has_text)
-    extract = pa.table(cols, schema=EXTRACT_SCHEMA.with_metadata({META_TAGGER: extractor.tagger_name.encode()}))
-    words = sorted(occurrences)
-    counts = pa.table({"keyword": words, "count": [occurrences[w] for w in words],
-                       "df": [doc_freq[w] for w in words]}, schema=COUNTS_SCHEMA)
-    report = {
-        "part": part, "num_parts": num_parts, "start": start, "end": end,
-        "images": extract.num_rows, "with_text": n_text,
-        "keyword_occurrences": sum(occurrences.values()), "distinct_keywords": len(words),
-        "tagger": extractor.tagger_name, "release_version": release.version,
-        "query_map_base": release.map_base, "problems": problems.to_dict(),
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
     with atomic_dir(dest) as tmp:
-        pq.write_table(extract, tmp / "extract.parquet")
+        # the extract is written a row group of batch_rows records at a time (reduce.memory_mb)
+        with pq.ParquetWriter(tmp / "extract.parquet", extract_schema) as writer:
+            cols = {name: [] for name in EXTRACT_SCHEMA.names}
+            for rec in progress(records, end - start, f"count {part}/{num_parts}", show_progress):
+                kws = extractor.extract(rec.title, rec.description, rec.tags)
+                per_image = collections.Counter(kws)
+                distinct = list(per_image)
+                occurrences.update(per_image)
+                doc_freq.update(distinct)
+                has_text = bool(rec.title.strip() or rec.description.strip() or rec.tags)
+                n_text += has_text
+                cols["index"].append(rec.index)
+                cols["key"].append(rec.key)
+                cols["path"].append(rec.path)
+                cols["source"].append(rec.source)
+                cols["query_id"].append(rec.query_id)
+                cols["class_id"].append(rec.class_id)
+                cols["keywords"].append(distinct)
+                cols["keyword_counts"].append([per_image[k] for k in distinct])
+                cols["has_text"].append(has_text)
+                if len(cols["index"]) >= batch_rows:
+                    n_rows += _flush(writer, cols, extract_schema)
+            if cols["index"] or not n_rows:
+                n_rows += _flush(writer, cols, extract_schema)
+        words = sorted(occurrences)
+        counts = pa.table({"keyword": words, "count": [occurrences[w] for w in words],
+                           "df": [doc_freq[w] for w in words]}, schema=COUNTS_SCHEMA)
+        report = {
+            "part": part, "num_parts": num_parts, "start": start, "end": end,
+            "images": n_rows, "with_text": n_text,
+            "keyword_occurrences": sum(occurrences.values()), "distinct_keywords": len(words),
+            "tagger": extractor.tagger_name, "release_version": release.version,
+            "query_map_base": release.map_base, "problems": problems.to_dict(),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
         pq.write_table(counts, tmp / "counts.parquet")
         (tmp / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     log.info("count part %d/%d: %d images, %d distinct keywords, %d problems, %.1fs",
-             part, num_parts, extract.num_rows, len(words), problems.total(), report["seconds"])
+             part, num_parts, n_rows, len(words), problems.total(), report["seconds"])
     return report

@@ -19,7 +19,7 @@ from pathlib import Path
 from webtag.atomic import remove_stale_tmp, write_text_atomic
 from webtag.config import dump_config
 
-from .config import TextMiningConfig
+from .config import ReduceConfig, TextMiningConfig
 
 log = logging.getLogger(__name__)
 PART_RE = re.compile(r"^part-(\d{5})-of-(\d{5})$")
@@ -90,8 +90,10 @@ class Layout:
     def check_config(self, cfg: TextMiningConfig) -> None:
         """The first step records the config; later steps must use the same one."""
         # on_error does not change what a finished part holds (a part that met bad input under
-        # "fail" wrote nothing), so parts may be rerun with the other setting
-        text = dump_config(dataclasses.replace(cfg, reader=dataclasses.replace(cfg.reader, on_error="skip")))
+        # "fail" wrote nothing), so parts may be rerun with the other setting; nor does the memory
+        # bound (reduce.memory_mb: the outputs are the same in memory and out of core)
+        text = dump_config(dataclasses.replace(cfg, reader=dataclasses.replace(cfg.reader, on_error="skip"),
+                                               reduce=ReduceConfig()))
         path = self.work / "config.yaml"
         self.work.mkdir(parents=True, exist_ok=True)
         if not path.exists():

@@ -9,12 +9,15 @@ finished by writing the marker over its tables.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -29,6 +32,38 @@ from .problems import Problems
 from .report import keyword_plot, markdown, weight_distribution
 
 log = logging.getLogger(__name__)
+
+
+ROW_GROUP = 100_000   # rows per row group of images.parquet
+
+
+def concat_images(files: list[Path], dest: Path, rows: int = ROW_GROUP) -> np.ndarray:
+    """Write the tag parts' images tables one after the other into ``dest`` in row groups of
+    ``rows`` (each part's rows split as writing the part whole would: the same bytes), holding one
+    row group at a time. Returns the histogram of keywords per image (index: keyword count)."""
+    hist = np.zeros(1, np.int64)
+    with pq.ParquetWriter(dest, pq.read_schema(files[0])) as writer:
+        for f in files:
+            held: list = []
+            n_held = 0
+            if pq.read_metadata(f).num_rows == 0:   # as a whole empty table is written: one empty group
+                writer.write_table(pq.read_table(f), row_group_size=rows)
+                continue
+            batches = pq.ParquetFile(f).iter_batches(batch_size=rows)
+            for batch in itertools.chain(batches, [None]):
+                if batch is not None:
+                    held.append(batch)
+                    n_held += len(batch)
+                while n_held >= rows or (batch is None and n_held):
+                    table = pa.Table.from_batches(held).combine_chunks()
+                    group, rest = table.slice(0, rows), table.slice(rows)
+                    writer.write_table(group, row_group_size=rows)
+                    counts = np.bincount(pc.list_value_length(group["keyword_ids"]).to_numpy(zero_copy_only=False))
+                    if len(counts) > len(hist):
+                        hist = np.pad(hist, (0, len(counts) - len(hist)))
+                    hist[: len(counts)] += counts
+                    held, n_held = rest.to_batches(), len(rest)
+    return hist
 
 
 def merge(root: str | Path, out: str | Path, cfg: TextMiningConfig, timings: dict | None = None) -> dict:
@@ -52,11 +87,8 @@ def merge(root: str | Path, out: str | Path, cfg: TextMiningConfig, timings: dic
     layout.prepare()
     t0 = time.perf_counter()
 
-    first = pq.read_schema(tag_parts[0] / "images.parquet")
     with atomic_file(layout.out / schema.IMAGES_FILE) as tmp:
-        with pq.ParquetWriter(tmp, first) as writer:
-            for p in tag_parts:
-                writer.write_table(pq.read_table(p / "images.parquet"), row_group_size=100_000)
+        kw_hist = concat_images([p / "images.parquet" for p in tag_parts], tmp)
     for name in (schema.VOCABULARY_FILE, schema.CLASSES_FILE, schema.KEYWORD_CLASSES_FILE):
         with atomic_file(layout.out / name) as tmp:
             shutil.copyfile(vocab_dir / name, tmp)
@@ -70,8 +102,6 @@ def merge(root: str | Path, out: str | Path, cfg: TextMiningConfig, timings: dic
     problems.merge(vocab_report["problems"])
 
     images = sum(r["images"] for r in tag_reports)
-    kw_lengths = pc.list_value_length(pq.read_table(layout.out / schema.IMAGES_FILE,
-                                                    columns=["keyword_ids"])["keyword_ids"]).to_numpy()
     vocab_df = pq.read_table(layout.out / schema.VOCABULARY_FILE, columns=["df"])["df"].to_numpy()
     stats = {
         "images": images,
@@ -85,7 +115,7 @@ def merge(root: str | Path, out: str | Path, cfg: TextMiningConfig, timings: dic
         "dropped_over_max_df_count": vocab_report["dropped_over_max_df_count"],
         "dropped_rare_count": vocab_report["dropped_rare_count"],
         "dropped_over_max_size_count": vocab_report["dropped_over_max_size_count"],
-        "mean_keywords_per_image": float(kw_lengths.mean()) if images else 0.0,
+        "mean_keywords_per_image": int(kw_hist @ np.arange(len(kw_hist))) / images if images else 0.0,
         "mean_keywords_per_image_before_filter": (
             sum(r["keyword_occurrences"] for r in count_reports) / max(1, sum(r["images"] for r in count_reports))),
         "own_class_top1_share": sum(r["own_class_top1"] for r in tag_reports) / max(1, images),
@@ -114,7 +144,7 @@ def merge(root: str | Path, out: str | Path, cfg: TextMiningConfig, timings: dic
         "seconds": seconds,
     }
     with atomic_file(layout.out / schema.KEYWORD_PLOT) as tmp:
-        keyword_plot(vocab_df, len(vocab_report["dropped_most_common"]), tmp, kw_lengths)
+        keyword_plot(vocab_df, len(vocab_report["dropped_most_common"]), tmp, kw_hist)
     write_text_atomic(layout.out / schema.CONFIG_FILE, dump_config(cfg))
     write_text_atomic(layout.out / schema.REPORT_MD, markdown(report))
     write_text_atomic(final, json.dumps(report, indent=1))

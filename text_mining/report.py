@@ -9,11 +9,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .problems import KINDS
+from .spill import OrderStatistics
 
 
-def keyword_plot(df: np.ndarray, dropped_top: int, path: Path, kw_per_image: np.ndarray) -> None:
+def keyword_plot(df: np.ndarray, dropped_top: int, path: Path, kw_hist: np.ndarray) -> None:
     """Keyword document frequency by rank (log scale), like the paper's long-tail histogram,
-    beside the distribution of keywords per image."""
+    beside the distribution of keywords per image (``kw_hist[k]``: the images with k keywords)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -28,13 +29,15 @@ def keyword_plot(df: np.ndarray, dropped_top: int, path: Path, kw_per_image: np.
     a.set_xlabel("keyword rank (vocabulary, by image count)")
     a.set_ylabel("images with the keyword (log)")
     a.set_title(f"Keyword frequency: {len(df)} keywords ({dropped_top} most common dropped)")
-    if len(kw_per_image):
-        hi = int(kw_per_image.max()) if len(kw_per_image) else 0
-        b.hist(kw_per_image, bins=np.arange(0, min(hi, 60) + 2) - 0.5, color="#d9822b")
+    kw_hist = np.trim_zeros(np.asarray(kw_hist, dtype=np.int64), "b")
+    n_images = int(kw_hist.sum())
+    if n_images:
+        hi = len(kw_hist) - 1
+        b.hist(np.arange(len(kw_hist)), weights=kw_hist, bins=np.arange(0, min(hi, 60) + 2) - 0.5, color="#d9822b")
     b.set_yscale("log")
     b.set_xlabel("keywords per image")
     b.set_ylabel("images (log)")
-    mean = float(kw_per_image.mean()) if len(kw_per_image) else 0.0
+    mean = int(kw_hist @ np.arange(len(kw_hist))) / n_images if n_images else 0.0
     b.set_title(f"Keywords per image (mean {mean:.2f})")
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
@@ -48,13 +51,8 @@ def _percentiles(x: np.ndarray) -> dict:
     return {f"p{q}": round(float(np.percentile(x, q)), 4) if len(x) else None for q in PERCENTILES}
 
 
-def weight_distribution(images_file: Path) -> dict:
-    """Percentiles over the images of ``images.parquet`` of the top label weight and of the weight
-    on the image's own (query) class (0 when it is not among its labels), for all images and for
-    those without vocabulary keywords (whose weights are their query's neighbourhood only).
-    Read one row group at a time: 16M images never sit in memory as Python lists."""
-    parts = {"top": [], "own": [], "no_keywords": []}
-    f = pq.ParquetFile(images_file)
+def _weight_values(f: pq.ParquetFile):
+    """Per row group: (top weight, own-class weight, own-class weight of images without keywords)."""
     for g in range(f.num_row_groups):
         t = f.read_row_group(g, columns=["class_id", "keyword_ids", "label_ids", "label_weights"])
         w = t["label_weights"].combine_chunks()
@@ -70,13 +68,37 @@ def weight_distribution(images_file: Path) -> dict:
         cls = t["class_id"].to_numpy()
         own = np.bincount(row, weights=flat_w * (flat_ids == cls[row]), minlength=n)
         kw = pc.list_value_length(t["keyword_ids"]).to_numpy(zero_copy_only=False)
-        parts["top"].append(top)
-        parts["own"].append(own)
-        parts["no_keywords"].append(own[kw == 0])
-    cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
-    return {"top_weight": _percentiles(cat["top"]), "own_class_weight": _percentiles(cat["own"]),
-            "own_class_weight_without_keywords": _percentiles(cat["no_keywords"]),
-            "images_without_keywords": int(len(cat["no_keywords"]))}
+        yield top, own, own[kw == 0]
+
+
+NAMES = ("top_weight", "own_class_weight", "own_class_weight_without_keywords")
+
+
+def weight_distribution(images_file: Path) -> dict:
+    """Percentiles over the images of ``images.parquet`` of the top label weight and of the weight
+    on the image's own (query) class (0 when it is not among its labels), for all images and for
+    those without vocabulary keywords (whose weights are their query's neighbourhood only).
+    Read one row group at a time, twice: the percentiles are np.percentile's, found exactly from
+    histograms of the weights' float32 bits (spill.OrderStatistics), so memory does not grow
+    with the images (a weight float32 cannot hold falls back to holding the values)."""
+    f = pq.ParquetFile(images_file)
+    stats = [OrderStatistics() for _ in NAMES]
+    for values in _weight_values(f):
+        for s, x in zip(stats, values):
+            s.add(x)
+    if not all(s.exact for s in stats):
+        held = [np.concatenate(v) if v else np.zeros(0) for v in zip(*_weight_values(f))] \
+            if f.num_row_groups else [np.zeros(0)] * 3
+        out = {name: _percentiles(x) for name, x in zip(NAMES, held)}
+    else:
+        for s in stats:
+            s.need(PERCENTILES)
+        for values in _weight_values(f):
+            for s, x in zip(stats, values):
+                s.refine(x)
+        out = {name: {f"p{q}": round(s.percentile(q), 4) if s.n else None for q in PERCENTILES}
+               for name, s in zip(NAMES, stats)}
+    return {**out, "images_without_keywords": int(stats[2].n)}
 
 
 def _dist_line(name: str, d: dict) -> str:

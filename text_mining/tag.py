@@ -21,6 +21,7 @@ from . import schema
 from .config import TextMiningConfig
 from .embed import load_word_vectors, word_matrix
 from .layout import Layout, OutputMismatch
+from .spill import budget_rows
 from .weights import LabelWeighter, csr_from_lists
 from .webdata import open_input
 
@@ -44,6 +45,39 @@ def load_weighter(vocab_dir: Path, cfg: TextMiningConfig) -> tuple[dict, LabelWe
     return dict(zip(vocab["keyword"], vocab["id"])), weighter
 
 
+# memory of one image in a batch (its extract row as Python lists, keyword ids, the sparse score
+# matrices of up to ~18 keywords x 20 classes, the label lists): an estimate, with room
+TAG_ROW_BYTES = 16_384
+
+
+def tag_batch(ext: dict, dropped: set, keyword_id: dict, weighter: LabelWeighter, release, tags: dict):
+    """One batch of a part's extract rows (a column dict) -> (its images table, keyword ids per
+    image, the rank of the image's own class in its labels (-1: absent), its top label weight)."""
+    keep = [i for i, idx in enumerate(ext["index"]) if idx not in dropped]
+    kw_ids = [[keyword_id[k] for k in ext["keywords"][i] if k in keyword_id] for i in keep]
+    class_ids = np.asarray([ext["class_id"][i] for i in keep], dtype=np.int32)
+    index = np.asarray([ext["index"][i] for i in keep], dtype=np.int64)
+    label_ids, label_w = weighter.weights(kw_ids, class_ids, index)
+    sources = [ext["source"][i] for i in keep]
+    qids = [ext["query_id"][i] for i in keep]
+    table = pa.table({
+        "index": index,
+        "key": [ext["key"][i] for i in keep],
+        "path": [ext["path"][i] for i in keep],
+        "source": sources,
+        "query_id": np.asarray(qids, dtype=np.int32),
+        "query": [release.query_text(s, q) for s, q in zip(sources, qids)],
+        "class_id": class_ids,
+        "keyword_ids": kw_ids,
+        "label_ids": label_ids,
+        "label_weights": label_w,
+    }, schema=schema.with_metadata(schema.IMAGES, **tags))
+    n_kw = np.fromiter((len(x) for x in kw_ids), dtype=np.int64, count=len(kw_ids))
+    own_rank = [list(ids).index(c) if c in ids else -1 for ids, c in zip(label_ids, class_ids)]
+    top1 = np.fromiter((float(w[0]) for w in label_w), dtype=np.float64, count=len(label_w))
+    return table, n_kw, own_rank, top1
+
+
 def tag_part(root: str | Path, out: str | Path, cfg: TextMiningConfig, part: int, num_parts: int) -> dict:
     layout = Layout(out)
     done = layout.finished_part("tag", part, num_parts)
@@ -64,39 +98,33 @@ def tag_part(root: str | Path, out: str | Path, cfg: TextMiningConfig, part: int
     keyword_id, weighter = load_weighter(vocab_dir, cfg)
     dropped = set(pq.read_table(vocab_dir / "duplicates.parquet")["index"].to_pylist())
 
-    ext = pq.read_table(layout.part_dir("count", part, num_parts) / "extract.parquet").to_pydict()
-    keep = [i for i, idx in enumerate(ext["index"]) if idx not in dropped]
-    kw_ids = [[keyword_id[k] for k in ext["keywords"][i] if k in keyword_id] for i in keep]
-    class_ids = np.asarray([ext["class_id"][i] for i in keep], dtype=np.int32)
-    index = np.asarray([ext["index"][i] for i in keep], dtype=np.int64)
-    label_ids, label_w = weighter.weights(kw_ids, class_ids, index)
-    sources = [ext["source"][i] for i in keep]
-    qids = [ext["query_id"][i] for i in keep]
-    table = pa.table({
-        "index": index,
-        "key": [ext["key"][i] for i in keep],
-        "path": [ext["path"][i] for i in keep],
-        "source": sources,
-        "query_id": np.asarray(qids, dtype=np.int32),
-        "query": [release.query_text(s, q) for s, q in zip(sources, qids)],
-        "class_id": class_ids,
-        "keyword_ids": kw_ids,
-        "label_ids": label_ids,
-        "label_weights": label_w,
-    }, schema=schema.with_metadata(schema.IMAGES, tagger=vocab_report["tagger"], release=release.version))
-    n_kw = np.fromiter((len(x) for x in kw_ids), dtype=np.int64, count=len(kw_ids))
-    own_rank = [list(ids).index(c) if c in ids else -1 for ids, c in zip(label_ids, class_ids)]
-    report = {
-        "part": part, "num_parts": num_parts, "images": table.num_rows,
-        "with_keywords": int((n_kw > 0).sum()), "keyword_ids": int(n_kw.sum()),
-        "own_class_top1": int(sum(r == 0 for r in own_rank)),
-        "own_class_top5": int(sum(0 <= r < 5 for r in own_rank)),
-        "top1_weight_sum": float(sum(float(w[0]) for w in label_w)),
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+    tags = {"tagger": vocab_report["tagger"], "release": release.version}
+    extract = pq.ParquetFile(layout.part_dir("count", part, num_parts) / "extract.parquet")
+    batch_rows = budget_rows(cfg.reduce.memory_mb, TAG_ROW_BYTES)
+    stats = {"images": 0, "with_keywords": 0, "keyword_ids": 0, "own_class_top1": 0, "own_class_top5": 0}
+    top1 = []   # per image, for the report's sum in image order (8 bytes an image)
     with atomic_dir(dest) as tmp:
-        pq.write_table(table, tmp / "images.parquet")
+        with pq.ParquetWriter(tmp / "images.parquet", schema.with_metadata(schema.IMAGES, **tags)) as writer:
+            wrote = False
+            for batch in extract.iter_batches(batch_size=batch_rows):
+                table, n_kw, own_rank, w1 = tag_batch(batch.to_pydict(), dropped, keyword_id, weighter,
+                                                      release, tags)
+                if table.num_rows or not wrote:
+                    writer.write_table(table)
+                    wrote = True
+                stats["images"] += table.num_rows
+                stats["with_keywords"] += int((n_kw > 0).sum())
+                stats["keyword_ids"] += int(n_kw.sum())
+                stats["own_class_top1"] += int(sum(r == 0 for r in own_rank))
+                stats["own_class_top5"] += int(sum(0 <= r < 5 for r in own_rank))
+                top1.append(w1)
+            if not wrote:
+                writer.write_table(writer.schema.empty_table())
+        w1 = np.concatenate(top1) if top1 else np.zeros(0)
+        report = {"part": part, "num_parts": num_parts, **stats,
+                  "top1_weight_sum": float(sum(float(x) for x in w1)),
+                  "seconds": round(time.perf_counter() - t0, 3)}
         (tmp / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-    log.info("tag part %d/%d: %d images, %.2f keywords/image, %.1fs", part, num_parts, table.num_rows,
-             n_kw.mean() if len(n_kw) else 0.0, report["seconds"])
+    log.info("tag part %d/%d: %d images, %.2f keywords/image, %.1fs", part, num_parts, stats["images"],
+             stats["keyword_ids"] / stats["images"] if stats["images"] else 0.0, report["seconds"])
     return report

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from .keywords import tokenize
 from .layout import Layout
 from .problems import Problems
 from .similarity import ClassSimilarity, Taxonomy, top_k_rows
+from .spill import HashPartitions, budget_rows, partitions_for
 from .webdata import open_input
 from .webvision import Release
 from .wordnet import load_wordnet, synset_from_wnid
@@ -148,17 +150,78 @@ def knn_reference(parts: list[Path], vocab_index: dict, dropped, size: int, seed
     return mean_embeddings(ids, kw_vecs), index, classes
 
 
-def find_duplicates(release: Release, parts: list[Path], problems: Problems) -> np.ndarray:
-    frames = [pq.read_table(p / "extract.parquet", columns=["index", "key"]).to_pandas() for p in parts]
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"index": [], "key": []})
+DUP_SCHEMA = pa.schema([("pos", pa.int64()), ("index", pa.int64()), ("key", pa.string())])
+# memory of one record in the duplicate search (pandas: index, key object, hash table, the
+# duplicates' frame): 218 bytes measured at 21-character keys, with room for longer ones
+DUP_ROW_BYTES = 320
+
+
+def _partition_duplicates(table: pa.Table) -> pd.DataFrame:
+    """(pos, index, key, first index) of every record whose key was met before, in one partition."""
+    df = table.to_pandas()
     dup_mask = df.duplicated("key", keep="first")
-    if dup_mask.any():
-        first = df[~dup_mask].set_index("key")["index"]
-        for idx, key in df.loc[dup_mask, ["index", "key"]].itertuples(index=False):
-            seg, line = release.locate(int(idx))
-            problems.add("duplicate_image", str(seg.filelist), line,
-                         f"{key} is listed again (first at train-list index {int(first[key])}); dropped")
-    return np.sort(df.loc[dup_mask, "index"].to_numpy(dtype=np.int64))
+    if not dup_mask.any():
+        return pd.DataFrame({"pos": [], "index": [], "key": [], "first": []})
+    first = df[~dup_mask].set_index("key")["index"]
+    dups = df.loc[dup_mask, ["pos", "index", "key"]]
+    return dups.assign(first=first.reindex(dups["key"]).to_numpy())
+
+
+def find_duplicates(release: Release, parts: list[Path], problems: Problems, memory_mb: int = 1 << 20,
+                    spill_dir: Path | None = None) -> np.ndarray:
+    """Train-list indices of the records whose key was listed before (sorted), each reported as
+    a ``duplicate_image`` problem in corpus order. The search holds at most ``memory_mb`` of
+    records (reduce.memory_mb): a larger corpus is split into hash partitions of the key spilled
+    under ``spill_dir``, searched one at a time (a key's copies share a partition)."""
+    rows = sum(pq.read_metadata(p / "extract.parquet").num_rows for p in parts)
+    n_part = partitions_for(rows, memory_mb, DUP_ROW_BYTES)
+    found = []
+    with HashPartitions(n_part, "key", DUP_SCHEMA, spill_dir or Path(tempfile.gettempdir())) as hp:
+        pos = 0
+        for batch in _extract_batches(parts, ["index", "key"]):
+            hp.add(pa.record_batch([pa.array(np.arange(pos, pos + len(batch), dtype=np.int64)),
+                                    batch.column(0).cast(pa.int64()), batch.column(1).cast(pa.string())],
+                                   schema=DUP_SCHEMA))
+            pos += len(batch)
+        for table in hp:
+            found.append(_partition_duplicates(table))
+    dups = pd.concat(found, ignore_index=True).sort_values("pos", kind="mergesort") if found else None
+    if dups is None or not len(dups):
+        return np.zeros(0, np.int64)
+    for idx, key, first in dups[["index", "key", "first"]].itertuples(index=False):
+        seg, line = release.locate(int(idx))
+        problems.add("duplicate_image", str(seg.filelist), line,
+                     f"{key} is listed again (first at train-list index {int(first)}); dropped")
+    return np.sort(dups["index"].to_numpy(dtype=np.int64))
+
+
+COUNT_ROW_BYTES = 160   # one keyword row of the parts' counts tables in Arrow, with the group-by's (estimate)
+
+
+def merge_counts(parts: list[Path], memory_mb: int = 1 << 20) -> pd.DataFrame:
+    """The parts' keyword counts summed: (keyword, count, df), sorted by keyword. The parts are
+    added up a few at a time (as many rows as ``memory_mb`` holds beside the running total), so
+    memory is the distinct keywords', not the sum of the parts' tables."""
+    budget = budget_rows(memory_mb, COUNT_ROW_BYTES)
+    total, pending, held = None, [], 0
+
+    def reduce(tables):
+        t = pa.concat_tables(tables).group_by("keyword").aggregate([("count", "sum"), ("df", "sum")])
+        return pa.table({"keyword": t["keyword"], "count": t["count_sum"], "df": t["df_sum"]})
+
+    for p in parts:
+        t = pq.read_table(p / "counts.parquet").select(["keyword", "count", "df"])
+        pending.append(t)
+        held += len(t)
+        if held + (len(total) if total is not None else 0) > budget and len(pending) > 1:
+            total = reduce(([total] if total is not None else []) + pending)
+            pending, held = [], 0
+    if pending or total is None:
+        total = reduce(([total] if total is not None else []) + pending) if pending else \
+            pa.table({"keyword": pa.array([], pa.string()), "count": pa.array([], pa.int64()),
+                      "df": pa.array([], pa.int64())})
+    total = total.sort_by("keyword")   # UTF-8 byte order is code point order: Python's str order
+    return total.to_pandas()
 
 
 def build_vocabulary(root: str | Path, out: str | Path, cfg: TextMiningConfig) -> dict:
@@ -176,12 +239,12 @@ def build_vocabulary(root: str | Path, out: str | Path, cfg: TextMiningConfig) -
     wn = load_wordnet(cfg.wordnet.nltk_data)
     problems = Problems(cfg.reader.on_error)
 
-    dup_idx = find_duplicates(release, parts, problems)
+    memory_mb = cfg.reduce.memory_mb
+    dup_idx = find_duplicates(release, parts, problems, memory_mb, layout.work)
     dropped = set(dup_idx.tolist())
     n_images = sum(json.loads((p / "report.json").read_text())["images"] for p in parts) - len(dup_idx)
 
-    counts = pd.concat([pq.read_table(p / "counts.parquet").to_pandas() for p in parts], ignore_index=True)
-    counts = counts.groupby("keyword", as_index=False, sort=True)[["count", "df"]].sum()
+    counts = merge_counts(parts, memory_mb)
     if len(dup_idx):  # remove the dropped copies' contribution
         sub = {}
         for batch in _extract_batches(parts, ["index", "keywords", "keyword_counts"]):
