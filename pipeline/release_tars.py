@@ -14,10 +14,13 @@ whose first block is no tar header is refused with a one-line error naming it.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import tarfile
 from pathlib import Path
 from typing import Iterator
+
+import numpy as np
 
 from webtag.parallel import part_range
 from webtag.problems import Problems
@@ -47,7 +50,52 @@ def find_archives(images_root: str | Path) -> list[Path]:
     return archives
 
 
-def member_path(name: str, wanted: dict) -> str | None:
+class PathIndex:
+    """The sample table's list paths, looked up by name: row numbers sorted by a 64-bit hash of
+    the path (blake2b), 16 bytes a row, where a ``{path: row}`` dict of Python strings takes about
+    150 (some 2.4 GB per shard part for WebVision 2.0's 16M training images). A hit is checked
+    against the path itself, so a hash collision cannot pair an image with another row; a path
+    listed twice resolves to its last row, as the dict did."""
+
+    def __init__(self, paths):
+        self.paths = paths   # the table's path column (pyarrow)
+        self.n = len(paths)
+        hashes = np.empty(self.n, dtype=np.uint64)
+        step = 1 << 16
+        for lo in range(0, self.n, step):   # Python strings for one slice at a time
+            hashes[lo:lo + step] = [_hash(p) for p in paths.slice(lo, step).to_pylist()]
+        self.order = np.argsort(hashes, kind="stable")
+        self.sorted = hashes[self.order]
+        # rows whose path a later row lists again (looked up as that later row): not their own image
+        self.shadowed = np.zeros(self.n, dtype=bool)
+        same = np.flatnonzero(self.sorted[1:] == self.sorted[:-1])
+        for h in np.unique(self.sorted[same]):   # equal hashes: a path listed twice (or a collision)
+            group = self.order[np.searchsorted(self.sorted, h, "left"):np.searchsorted(self.sorted, h, "right")]
+            last: dict[str, int] = {}
+            for row in sorted(int(r) for r in group):
+                name = self.paths[row].as_py()
+                if name in last:
+                    self.shadowed[last[name]] = True
+                last[name] = row
+
+    def __contains__(self, name: str) -> bool:
+        return self.row(name) is not None
+
+    def row(self, name: str) -> int | None:
+        h = np.uint64(_hash(name))
+        lo, hi = np.searchsorted(self.sorted, h, "left"), np.searchsorted(self.sorted, h, "right")
+        for i in range(hi - 1, lo - 1, -1):   # the last row of the path
+            row = int(self.order[i])
+            if self.paths[row].as_py() == name:
+                return row
+        return None
+
+
+def _hash(path: str) -> int:
+    return int.from_bytes(hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "little")
+
+
+def member_path(name: str, wanted) -> str | None:
     """The list path a member name stands for (None: not one the lists name)."""
     name = name[2:] if name.startswith("./") else name
     if name in wanted:
@@ -56,7 +104,7 @@ def member_path(name: str, wanted: dict) -> str | None:
     return rest if rest in wanted else None
 
 
-def _stream(archive: Path, wanted: dict, problems: Problems) -> Iterator[tuple[str, bytes]]:
+def _stream(archive: Path, wanted: PathIndex, problems: Problems) -> Iterator[tuple[str, bytes]]:
     """(list path, bytes) of the listed members of one archive, read in one pass."""
     current = None
     try:
@@ -76,7 +124,7 @@ def _stream(archive: Path, wanted: dict, problems: Problems) -> Iterator[tuple[s
         problems.add("bad_archive", str(archive), current, f"truncated or corrupt ({exc})")
 
 
-def _listed(archive: Path, wanted: dict) -> set[str]:
+def _listed(archive: Path, wanted: PathIndex) -> set[str]:
     """The list paths an archive holds, from its headers only (what precedes any damage)."""
     held = set()
     try:
@@ -98,32 +146,36 @@ def archive_images(samples, archives: list[Path], part: int, num_parts: int,
                    problems: Problems) -> Iterator[tuple[dict, str, bytes | None]]:
     """(row, where, bytes) of the listed images of the sample table ``samples`` in this part's
     archives, in archive order; then, in part 0, (row, where, None) for every row that no archive
-    holds. Only the paths are held in memory (rows are taken from the table, 256 images at a time)."""
-    wanted = {path: i for i, path in enumerate(samples.column("path").to_pylist())}
+    holds. Only the paths' hashes are held in memory (:class:`PathIndex`; rows are taken from the
+    table, 256 images at a time)."""
+    wanted = PathIndex(samples.column("path"))
 
-    def rows(batch: list[tuple[str, str, bytes | None]]):   # rows taken from the table in batches
-        got = samples.take([wanted[p] for p, _, _ in batch]).to_pylist() if batch else []
+    def rows(batch: list[tuple[int, str, bytes | None]]):   # rows taken from the table in batches
+        got = samples.take([i for i, _, _ in batch]).to_pylist() if batch else []
         yield from ((r, where, data) for r, (_, where, data) in zip(got, batch))
 
     lo, hi = part_archives(archives, part, num_parts)
-    seen: set[str] = set()
+    seen = np.zeros(wanted.n, dtype=bool)   # by row
     batch: list = []
     for archive in archives[lo:hi]:
         for path, data in _stream(archive, wanted, problems):
-            if path in seen:   # the same image in two archives (or twice in one): the first counts
+            i = wanted.row(path)
+            if seen[i]:   # the same image in two archives (or twice in one): the first counts
                 continue
-            seen.add(path)
-            batch.append((path, f"{archive.name}:{path}", data))
+            seen[i] = True
+            batch.append((i, f"{archive.name}:{path}", data))
             if len(batch) >= _BATCH:
                 yield from rows(batch)
                 batch = []
     yield from rows(batch)
     if part != 0:
         return
-    held = set(seen)
+    held = seen
     for i, archive in enumerate(archives):
         if not lo <= i < hi:
-            held |= _listed(archive, wanted)
-    missing = [(path, path, None) for path in wanted if path not in held]
+            for path in _listed(archive, wanted):
+                held[wanted.row(path)] = True
+    missing = np.flatnonzero(~held & ~wanted.shadowed)
     for i in range(0, len(missing), _BATCH):
-        yield from rows(missing[i:i + _BATCH])
+        chunk = [int(r) for r in missing[i:i + _BATCH]]
+        yield from rows([(r, wanted.paths[r].as_py(), None) for r in chunk])

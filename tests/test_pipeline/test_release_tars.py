@@ -141,3 +141,25 @@ def test_an_archive_that_is_no_tar_is_refused(tar_release, mined_v1, tmp_path):
     errors = [l for l in res.stderr.splitlines() if "0/2 [" not in l and l.strip()]   # not the progress bar
     assert len(errors) == 1 and errors[0].startswith(f"error: {bad}: not a tar archive")
     assert "Traceback" not in res.stderr
+
+
+def test_path_index_is_small_exact_under_collisions_and_keeps_the_last_of_a_repeated_path(monkeypatch):
+    import tracemalloc
+
+    import pyarrow as pa
+
+    from pipeline import release_tars
+    from pipeline.release_tars import PathIndex
+
+    paths = pa.array([f"google/q{i // 500:05d}/{i:06d}.jpg" for i in range(200_000)])
+    tracemalloc.start()
+    index = PathIndex(paths)
+    size, _peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert size / len(paths) < 40, f"{size / len(paths):.0f} bytes a row"   # a {path: row} dict: ~150
+    assert index.row("google/q00007/003999.jpg") == 3999 and index.row("google/q00007/nope.jpg") is None
+    # every hash the same: found by the path itself; a repeated path is its last row, the first shadowed
+    monkeypatch.setattr(release_tars, "_hash", lambda path: 7)
+    index = PathIndex(pa.array(["a.jpg", "b.jpg", "a.jpg", "c.jpg"]))
+    assert [index.row(p) for p in ("a.jpg", "b.jpg", "c.jpg", "d.jpg")] == [2, 1, 3, None]
+    assert index.shadowed.tolist() == [True, False, False, False]
