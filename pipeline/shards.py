@@ -40,7 +40,7 @@ from webtag.atomic import PendingFile, atomic_file, remove_stale_tmp, write_text
 from webtag.config import at_least, between, check
 from webtag.parallel import part_range, run_parts
 from webtag.problems import Problems
-from webtag.storage import location
+from webtag.storage import is_url, location
 
 from . import eval_splits, release_tars, schema
 from .shard_labels import (
@@ -237,7 +237,10 @@ def write_part(split: str, samples: pa.Table, root: str | Path, out: str | Path,
 def _files(rows: list[dict], img_root):
     """(row, path, bytes or None when missing): the images as files, or img2dataset tar members."""
     for row in rows:
-        path = Path(row["file"]) if "file" in row else img_root / row["path"]
+        if "file" in row:
+            path = Path(row["file"])
+        else:   # relative to the images root, or a URL of its own (s3://, gs://, https://)
+            path = location(row["path"]) if is_url(row["path"]) else img_root / row["path"]
         try:
             yield row, path, read_image(path)
         except FileNotFoundError:

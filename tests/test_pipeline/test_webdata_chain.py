@@ -113,3 +113,14 @@ def test_a_csv_table_at_a_url_to_shards(tmp_path, bucket):
     assert remote.select(["key", "class_id", "bytes"]).equals(local.select(["key", "class_id", "bytes"]))
     report = json.loads((tmp_path / "shards-s3" / "train" / "report.json").read_text())
     assert report["skipped"] == 0
+    # a local table whose image column holds URLs: each image read from its own URL
+    rows = list(csv.reader(open(table, newline="", encoding="utf-8")))
+    urls = tmp_path / "urls.csv"
+    with open(urls, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([rows[0]] + [[f"{bucket}/data/{r[0]}", *r[1:]] for r in rows[1:]])
+    run("text_mining", "run", "--webdata", urls, "--classes", web / "synsets.txt", "--out", tmp_path / "mined-urls",
+        "--workers", "1", "--config", EXAMPLE_CONFIG)
+    run("pipeline", "shard", "--webdata", urls, "--labels", tmp_path / "mined-urls", "--out", tmp_path / "shards-urls",
+        "--workers", "1")
+    by_url = pq.read_table(tmp_path / "shards-urls" / "train" / "manifest.parquet")
+    assert by_url.select(["key", "class_id", "bytes"]).equals(local.select(["key", "class_id", "bytes"]))
