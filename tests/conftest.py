@@ -74,6 +74,15 @@ def pretrain_overrides(shards: Path, mined: Path, out: Path, *extra: str) -> lis
             "train.progress=false", "train.tensorboard=false", *extra]
 
 
+def machine_command(rank: int, port: int, overrides: list[str], entry: str = "pretrain/main.py") -> list[str]:
+    """`accelerate launch` of one of two "machines" on loopback (2 CPU processes over gloo; the
+    environment needs ACCELERATE_USE_CPU=1), machine ``rank`` of the job at ``port``."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
+            "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
+            str(REPO / entry), "--config", str(PRETRAIN_EXAMPLE), *overrides]
+
+
 @pytest.fixture
 def fresh_accelerate_state():
     """Accelerate keeps process-wide singletons: every in-process trainer starts from scratch

@@ -109,9 +109,11 @@ def _transient(exc: BaseException) -> bool:
     return not isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError))
 
 
-def retry_call(what: str, fn):
-    """``fn()`` retried on transient errors as RetryingFile's reads are (counted in RETRIES;
-    after MAX_RETRIES failures in a row an OSError naming ``what``)."""
+def retry_call(what, fn, on_retry=None):
+    """``fn()`` retried on transient errors, :data:`RETRY_WAIT` apart then doubling, counted in
+    :data:`RETRIES` (``on_retry()`` after each failure: drop a broken handle); after
+    :data:`MAX_RETRIES` failures in a row an OSError naming ``what`` (a string, or a function
+    giving one: where a read had got to)."""
     global RETRIES
     failures, wait = 0, RETRY_WAIT
     while True:
@@ -122,10 +124,16 @@ def retry_call(what: str, fn):
                 raise
             failures += 1
             if failures > MAX_RETRIES:
-                raise OSError(f"{what}: failed {failures} times in a row, giving up: {type(exc).__name__}: {exc}") from None
+                cause = exc.__cause__ if isinstance(exc, FileNotFoundError) else None   # http:// size
+                why = f"{exc} ({type(cause).__name__}: {cause})" if cause is not None else exc
+                raise OSError(f"{what() if callable(what) else what}: failed {failures} times in a row "
+                              f"({MAX_RETRIES} retries, WEBTAG_STORAGE_RETRIES), giving up: "
+                              f"{type(exc).__name__}: {why}") from None
             RETRIES += 1
             time.sleep(wait)
             wait *= 2
+            if on_retry is not None:
+                on_retry()
 
 
 class RetryingFile(io.RawIOBase):
@@ -154,28 +162,13 @@ class RetryingFile(io.RawIOBase):
         return self.fh
 
     def _call(self, fn):
-        """``fn()`` with the file open; a transient failure of it or of the (re-)open is one retry."""
-        global RETRIES
-        failures, wait = 0, RETRY_WAIT
-        while True:
-            try:
-                if self.fh is None:
-                    self._open()
-                return fn()
-            except Exception as exc:  # noqa: BLE001 - backends raise their own error types
-                if not _transient(exc):
-                    raise
-                failures += 1
-                if failures > MAX_RETRIES:
-                    cause = exc.__cause__ if isinstance(exc, FileNotFoundError) else None   # http:// size
-                    why = f"{exc} ({type(cause).__name__}: {cause})" if cause is not None else exc
-                    raise OSError(f"{self.url}: read failed {failures} times in a row at byte {self.pos} "
-                                  f"({MAX_RETRIES} retries, WEBTAG_STORAGE_RETRIES), giving up: "
-                                  f"{type(exc).__name__}: {why}") from None
-                RETRIES += 1
-                time.sleep(wait)
-                wait *= 2
-                self._drop()     # opened again at self.pos by the next attempt
+        """``fn()`` with the file open; a transient failure of it or of the (re-)open is one retry,
+        after which the file is opened again at ``self.pos`` by the next attempt."""
+        def attempt():
+            if self.fh is None:
+                self._open()
+            return fn()
+        return retry_call(lambda: f"{self.url}: read at byte {self.pos}", attempt, on_retry=self._drop)
 
     def readable(self) -> bool:
         return True

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import PRETRAIN_EXAMPLE, REPO, pretrain_overrides
+from conftest import PRETRAIN_EXAMPLE, REPO, machine_command, pretrain_overrides
 from pretrain import checkpoint as ckpt
 from pretrain.trainer import FINISHED
 
@@ -27,10 +27,7 @@ def launch_two_machines(overrides, log_dir, tag):
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", WEBTAG_LOG="INFO")
     procs = []
     for rank in (0, 1):
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
-               "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(REPO / "pretrain" / "main.py"), "--config", str(PRETRAIN_EXAMPLE), *overrides]
+        cmd = machine_command(rank, port, overrides)
         log = open(log_dir / f"{tag}-machine{rank}.log", "w")
         procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True))

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import PRETRAIN_EXAMPLE, REPO, pretrain_overrides
+from conftest import PRETRAIN_EXAMPLE, REPO, machine_command, pretrain_overrides
 from pipeline import schema
 from pretrain import checkpoint as ckpt
 from pretrain.run_mirror import RunMirror, run_folder
@@ -168,10 +168,7 @@ def test_two_machines_with_their_own_stage_are_refused(s3_shards, s3_labels, buc
     overrides = pretrain_overrides(s3_shards, s3_labels, f"{bucket}/runs/two", "train.max_steps=2")
     procs = []
     for rank in (0, 1):
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
-               "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(REPO / "pretrain" / "main.py"), "--config", str(PRETRAIN_EXAMPLE), *overrides]
+        cmd = machine_command(rank, port, overrides)
         env = _env(ACCELERATE_USE_CPU="1", WEBTAG_STAGE_DIR=str(tmp_path / f"node{rank}"))
         procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
