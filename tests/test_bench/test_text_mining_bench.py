@@ -54,3 +54,20 @@ def test_text_mining_bench_runs(tmp_path):
     assert re.search(r"distinct tokens, cache hit rate 0\.\d+\)", out), out
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["total_cpu_seconds"] > 0 and rep["distinct_tokens"] > 0
+
+
+def test_text_mining_bench_reports_peak_rss_per_step(tmp_path):
+    """--rss-per-step: each step in its own process, its peak resident memory printed and saved;
+    --workdir reuses the generated release; --set reaches the config."""
+    cmd = [sys.executable, str(REPO / "bench" / "text_mining.py"), "--records", "200", "--classes", "4",
+           "--workers", "1", "--types", "2000", "--baseline-records", "50", "--workdir", str(tmp_path),
+           "--rss-per-step", "--set", "reduce.memory_mb=64", "--json", str(tmp_path / "r.json")]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "peak RSS GB" in res.stdout and "generated" in res.stdout
+    for step in ("count \\(map\\)", "vocabulary \\(reduce\\)", "tag \\(map\\)", "merge \\(reduce\\)"):
+        assert re.search(step + r"\s+[\d.]+\s+\d+\s+[\d.]+\s+\d+\s+0\.\d{3}", res.stdout), (step, res.stdout)
+    rss = json.loads((tmp_path / "r.json").read_text())["peak_rss_bytes"]
+    assert all(50e6 < r["process"] < 8e9 for r in rss.values()), rss
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "generated" not in again.stdout   # the release was reused
