@@ -30,19 +30,39 @@ import numpy as np
 from .bad import BadSamples
 from .plan import WorkerPlan
 from .sampling import copies
-from .tar import read_shard
+from .tar import read_sample_at, read_shard
 
 Stage = Callable[[Iterable], Iterator]
 
 
 @dataclass(frozen=True, slots=True)
 class Drawn:
-    """A sample read from a shard: its members (``jpg``, ``labels``, ...), where it came from and
-    whether it pads the epoch (read again after the worker's shards ran out)."""
-    sample: dict
+    """A sample read from a shard: its members (``jpg``, ``labels``, ...; or :class:`Unread`), where
+    it came from and whether it pads the epoch (read again after the worker's shards ran out)."""
+    sample: "dict | Unread"
     shard: str
     position: int
     padding: bool
+
+
+class Unread:
+    """A padding sample not read yet: where it lies in its shard (:func:`.tar.read_shard`'s
+    index of the real pass). A padding pass refills the shuffle buffer (``shuffle_buffer``
+    samples) before its first draw, though the epoch often takes only a few of them: reading and
+    checking them all again doubled the sample stream's cost on the benchmark's 1,000 images (24
+    padding samples wanted, 1,023 read and parsed, ~50 us each on the shared 2-core VM). The buffer
+    now holds these, and only a drawn one is read (:meth:`load`): the same samples, in the same
+    order, as the full re-read gave."""
+
+    __slots__ = ("path", "start", "end")
+
+    def __init__(self, path: Path, start: int, end: int):
+        self.path, self.start, self.end = path, start, end
+
+    def load(self) -> dict:
+        """The sample; one without its image (skipped as undecodable) if the file changed."""
+        got = read_sample_at(self.path, self.start, self.end)
+        return got if got is not None else {"__key__": f"{self.path.name}@{self.start}"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +93,7 @@ def shard_passes(plan: WorkerPlan) -> Iterator:
 
 
 def read_samples(split_dir: Path, bad: BadSamples, sizes: dict[str, int] | None = None,
-                 fallback: Iterable[str] = ()) -> Stage:
+                 fallback: Iterable[str] = (), lazy: bool = True) -> Stage:
     """Each shard's complete samples as :class:`Drawn`, then :class:`ShardEnd` for a real one.
 
     What a real shard lost is counted in ``bad`` against ``sizes`` (its manifest count; a missing
@@ -81,22 +101,33 @@ def read_samples(split_dir: Path, bad: BadSamples, sizes: dict[str, int] | None 
     in the real pass). A pass that yields no sample at all (every shard of it empty, missing or
     unreadable) is made up by padding from the ``fallback`` shards (the rank's others, the
     split's), each read at most until one gives samples; only a split with no readable sample
-    left is an error."""
+    left is an error. ``lazy`` (local files): a padding read of a shard read in full before is
+    :class:`Unread` entries from that read's index, loaded only when drawn."""
     fallback = list(dict.fromkeys(fallback))
     muted = BadSamples(float("inf"))        # padding reads: nothing counted, nothing logged
+    local = lazy and isinstance(split_dir, Path)     # files that can be read at an offset (no URL, no pipe)
 
     def stage(passes: Iterable) -> Iterator:
         sources, got_any = [], False
         dead: set[str] = set()              # shards that gave no sample: not read again for padding
+        spans: dict[str, list] = {}         # each shard read in full: its samples' byte ranges
 
         def read(shard: str, padding: bool) -> Iterator[Drawn]:
+            path = split_dir / shard
+            if padding and shard in spans:      # read this epoch already: the same samples, lazily
+                for pos, (start, end) in enumerate(spans[shard]):
+                    yield Drawn(Unread(path, start, end), shard, pos, padding)
+                return
             expected = None if padding or sizes is None else sizes.get(shard)
+            index = [] if local and not padding else None
             n = 0
-            for pos, sample in enumerate(read_shard(split_dir / shard, muted if padding else bad, expected)):
+            for pos, sample in enumerate(read_shard(path, muted if padding else bad, expected, index)):
                 n += 1
                 yield Drawn(sample, shard, pos, padding)
             if not n:
                 dead.add(shard)
+            elif index is not None:
+                spans[shard] = index
 
         for what in passes:
             if what is PASS_END:
@@ -195,7 +226,8 @@ def tracked_shuffle(buffer_size: int, rng: np.random.Generator, spread: int = 0)
                 if len(recent) > spread:
                     recent_set.discard(recent.popleft())
             finished, done = done, []
-            return it.sample, it.padding, finished
+            sample = it.sample
+            return (sample if type(sample) is dict else sample.load()), it.padding, finished
 
         for it in items:
             if it is PASS_END:

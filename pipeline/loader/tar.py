@@ -18,6 +18,7 @@ offset, so bytes inserted or lost do not end the shard). What is lost is counted
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 import zlib
@@ -90,86 +91,103 @@ def _resync(fh, start: int, end: int) -> int | None:
     return None
 
 
-def iter_tar(path: Path, bad: BadSamples) -> Iterator[tuple[str, bytes]]:
+def iter_tar(path: Path, bad: BadSamples, span: list | None = None) -> Iterator[tuple[str, bytes]]:
     """(member name, bytes) of the regular files of a tar, read sequentially.
 
     Damage is skipped with a note in ``bad`` (no sample counted: :func:`read_shard` does that)
     and reading goes on at the next valid header; a file that cannot be opened or read raises
-    OSError."""
-    where, adler32 = str(path), zlib.adler32
+    OSError. ``span``: a list of two that holds, while a member is yielded, its byte range in the
+    file (from its first header, a long-name one included, to the end of its padded data)."""
     fh, end = open_binary(path)        # a local file, or a remote one / a pipe's output (webtag.storage)
     with fh:
-        pos = 0
-        long_name = None
-        while True:
-            header = fh.read(_BLOCK)
-            why = None
-            if len(header) < _BLOCK:
-                if header.strip(b"\0"):
-                    bad.note(where, f"tar ends inside a header at byte {pos} (truncated)")
+        yield from _members(fh, end, str(path), bad, span)
+
+
+def _members(fh, end: int, where: str, bad: BadSamples, span: list | None) -> Iterator[tuple[str, bytes]]:
+    """:func:`iter_tar` over an open file of ``end`` bytes."""
+    adler32 = zlib.adler32
+    pos = 0
+    long_name = None
+    while True:
+        if long_name is None:
+            start = pos
+        header = fh.read(_BLOCK)
+        why = None
+        if len(header) < _BLOCK:
+            if header.strip(b"\0"):
+                bad.note(where, f"tar ends inside a header at byte {pos} (truncated)")
+            return
+        if header == _ZERO_BLOCK:      # the end of the archive, or a zeroed stretch inside it
+            nxt = _resync(fh, pos + _BLOCK, end)
+            if nxt is None:
                 return
-            if header == _ZERO_BLOCK:      # the end of the archive, or a zeroed stretch inside it
-                nxt = _resync(fh, pos + _BLOCK, end)
-                if nxt is None:
-                    return
-                bad.note(where, f"zero blocks at bytes {pos}-{nxt} inside the archive")
-                pos, long_name = nxt, None
-                fh.seek(pos)
-                continue
-            if header[257:262] != _MAGIC:
-                why = "no ustar magic"
-            elif not (header.isascii() and header[148:155] == b"%06o\0" % (
-                    (adler32(header) & 0xFFFF) + 255 - sum(header[148:156]))) and not _checksum_ok(header):
-                why = "checksum mismatch"   # (the first test is _checksum_ok's fast path, inlined)
+            bad.note(where, f"zero blocks at bytes {pos}-{nxt} inside the archive")
+            pos, long_name = nxt, None
+            fh.seek(pos)
+            continue
+        if header[257:262] != _MAGIC:
+            why = "no ustar magic"
+        elif not (header.isascii() and header[148:155] == b"%06o\0" % (
+                (adler32(header) & 0xFFFF) + 255 - sum(header[148:156]))) and not _checksum_ok(header):
+            why = "checksum mismatch"   # (the first test is _checksum_ok's fast path, inlined)
+        else:
+            try:
+                size = _number(header[124:136])
+            except ValueError as exc:
+                why = f"bad size field ({exc})"
             else:
-                try:
-                    size = _number(header[124:136])
-                except ValueError as exc:
-                    why = f"bad size field ({exc})"
-                else:
-                    if size > end - pos - _BLOCK:
-                        why = f"member of {size} bytes runs past the end of the file ({end} bytes; truncated?)"
-            if why is not None:
-                nxt = _resync(fh, pos + 1, end)
-                bad.note(where, f"bad tar header at byte {pos} ({why}); "
-                                + ("nothing readable after it" if nxt is None else f"resynced at byte {nxt}"))
-                if nxt is None:
-                    return
-                pos, long_name = nxt, None
-                fh.seek(pos)
-                continue
-            data = fh.read(size)
-            if len(data) < size:            # the file shrank while being read
-                bad.note(where, f"tar ends inside the member at byte {pos} (truncated)")
+                if size > end - pos - _BLOCK:
+                    why = f"member of {size} bytes runs past the end of the file ({end} bytes; truncated?)"
+        if why is not None:
+            nxt = _resync(fh, pos + 1, end)
+            bad.note(where, f"bad tar header at byte {pos} ({why}); "
+                            + ("nothing readable after it" if nxt is None else f"resynced at byte {nxt}"))
+            if nxt is None:
                 return
-            pad = -size % _BLOCK
-            if pad:
-                fh.seek(pad, 1)
-            pos += _BLOCK + size + pad
-            kind = header[156:157]
-            if kind == b"L":
-                long_name = data.rstrip(b"\0").decode("utf-8", "replace")
-                continue
-            if kind in (b"x", b"g"):
-                for rec in data.decode("utf-8", "replace").split("\n"):
-                    _, _, kv = rec.partition(" ")
-                    if kind == b"x" and kv.startswith("path="):
-                        long_name = kv[5:]
-                continue
-            if kind not in (b"0", b"\0", b"7"):
-                long_name = None
-                continue
-            if long_name is not None:
-                name, long_name = long_name, None
-            else:
-                name = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
-                if header[345] and header[262] == 0:    # POSIX ustar (not GNU): a name prefix
-                    name = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace") + "/" + name
-            yield name, data
+            pos, long_name = nxt, None
+            fh.seek(pos)
+            continue
+        data = fh.read(size)
+        if len(data) < size:            # the file shrank while being read
+            bad.note(where, f"tar ends inside the member at byte {pos} (truncated)")
+            return
+        pad = -size % _BLOCK
+        if pad:
+            fh.seek(pad, 1)
+        pos += _BLOCK + size + pad
+        kind = header[156:157]
+        if kind == b"L":
+            long_name = data.rstrip(b"\0").decode("utf-8", "replace")
+            continue
+        if kind in (b"x", b"g"):
+            for rec in data.decode("utf-8", "replace").split("\n"):
+                _, _, kv = rec.partition(" ")
+                if kind == b"x" and kv.startswith("path="):
+                    long_name = kv[5:]
+            continue
+        if kind not in (b"0", b"\0", b"7"):
+            long_name = None
+            continue
+        if long_name is not None:
+            name, long_name = long_name, None
+        else:
+            name = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+            if header[345] and header[262] == 0:    # POSIX ustar (not GNU): a name prefix
+                name = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace") + "/" + name
+        if span is not None:
+            span[0], span[1] = start, pos
+        yield name, data
+
+
+_INT = {int}
+_NUMBERS = {int, float}
 
 
 def _int32s(xs) -> bool:
-    return type(xs) is list and all(type(x) is int and 0 <= x < 2**31 for x in xs)
+    """A list of ints in [0, 2**31) (bools are not ints here). Checked by C-level builtins
+    (``set(map(type, xs))``, ``min``, ``max``): the per-element generator it replaced was a
+    quarter of the sample stream's time (cProfile of the stream: labels_problem 0.26 of 0.92 s)."""
+    return type(xs) is list and (not xs or (set(map(type, xs)) == _INT and min(xs) >= 0 and max(xs) < 2**31))
 
 
 def labels_problem(rec, cls: bytes | None) -> str | None:
@@ -184,20 +202,46 @@ def labels_problem(rec, cls: bytes | None) -> str | None:
     if not (_int32s(rec.get("keyword_ids")) and _int32s(ids)):
         return "keyword_ids or label_ids not a list of non-negative integers"
     if type(weights) is not list or len(weights) != len(ids) or \
-            not all(type(w) in (int, float) and math.isfinite(w) for w in weights):
+            not (set(map(type, weights)) <= _NUMBERS and all(map(math.isfinite, weights))):
         return "label_weights not a list of numbers as long as label_ids"
     if cls is not None and cls.strip() != str(cid).encode():
         return f"class_id {cid} but the .{schema.CLASS_EXT} member says {cls[:12]!r}"
     return None
 
 
-def read_shard(path: Path, bad: BadSamples, expected: int | None = None) -> Iterator[dict]:
+def read_shard(path: Path, bad: BadSamples, expected: int | None = None,
+               index: list | None = None) -> Iterator[dict]:
     """Complete samples (jpg + json) of one tar, in order. Incomplete samples, unreadable label
     records, tar damage and an unreadable file are skipped; when the shard has been read to its
     end, ``bad`` counts its samples lost: ``expected`` (the manifest's count) minus those
-    delivered, or with no count given, the incomplete and unreadable samples seen."""
+    delivered, or with no count given, the incomplete and unreadable samples seen. ``index``: a
+    list to which each delivered sample's byte range (start, end) is appended, for
+    :func:`read_sample_at`."""
+    span = [0, 0] if index is not None else None
+    return _samples(iter_tar(path, bad, span), str(path), bad, expected, span, index)
+
+
+def read_sample_at(path: Path, start: int, end: int) -> dict | None:
+    """The one sample at bytes ``start:end`` of a tar (a range :func:`read_shard` put in its
+    ``index``), checked as :func:`read_shard` checks it; None if it is not there (the file changed)."""
+    muted = BadSamples(float("inf"))
+    try:
+        fh, size = open_binary(path)
+        with fh:
+            fh.seek(start)
+            data = fh.read(max(0, min(end, size) - start))
+    except OSError:
+        return None
+    got = list(_samples(_members(io.BytesIO(data), len(data), str(path), muted, None), str(path), muted))
+    return got[0] if len(got) == 1 else None
+
+
+def _samples(members: Iterator[tuple[str, bytes]], path: str, bad: BadSamples, expected: int | None = None,
+             span: list | None = None, index: list | None = None) -> Iterator[dict]:
+    """:func:`read_shard` over a tar's members (``span``: the one :func:`iter_tar` updates)."""
     current: dict = {}
     delivered = skipped = 0
+    first = last = 0
 
     def finish(sample: dict):
         nonlocal skipped
@@ -210,6 +254,8 @@ def read_shard(path: Path, bad: BadSamples, expected: int | None = None) -> Iter
                 why = labels_problem(rec, sample.get(schema.CLASS_EXT))
                 if why is None:
                     sample["labels"] = rec
+                    if index is not None:
+                        index.append((first, last))
                     return sample
                 why = f"bad labels: {why}"
         else:
@@ -219,7 +265,7 @@ def read_shard(path: Path, bad: BadSamples, expected: int | None = None) -> Iter
         return None
 
     try:
-        for fname, data in iter_tar(path, bad):
+        for fname, data in members:
             base = fname.rsplit("/", 1)[-1]
             key, _, ext = base.partition(".")
             key = fname[: len(fname) - len(base)] + key
@@ -229,13 +275,17 @@ def read_shard(path: Path, bad: BadSamples, expected: int | None = None) -> Iter
                     delivered += 1
                     yield done
                 current = {}
+            if span is not None:
+                if not current:
+                    first = span[0]
+                last = span[1]
             current["__key__"] = key
             current[ext] = data
     except OSError as exc:
-        bad.note(str(path), f"cannot read: {exc}")
+        bad.note(path, f"cannot read: {exc}")
     if current:
         done = finish(current)
         if done is not None:
             delivered += 1
             yield done
-    bad.shard_end(str(path), expected, delivered, skipped)
+    bad.shard_end(path, expected, delivered, skipped)

@@ -2,7 +2,7 @@
 augment and batch (:mod:`.paths`), exactly the worker's quota per epoch.
 
 :class:`StreamDataset` is what the DataLoader forks; each worker builds its own
-:class:`WorkerStream` (its id, RNGs, buffer count) when it starts iterating. In training a
+:class:`WorkerStream` (its id, RNGs) when it starts iterating. In training a
 worker streams on into the next epoch, which it plans itself (:class:`.plan.EpochPlanner`), so
 epoch boundaries cost no worker restart. Every worker hands over the same number of items per
 epoch (an :class:`.collate.EpochMarker` for each batch it has fewer than the rank's busiest
@@ -51,13 +51,11 @@ class StreamDataset(IterableDataset):
 
 
 class WorkerStream:
-    """The state of one worker: its id, the main process it belongs to and its batch count (which
-    ring buffer comes next)."""
+    """The state of one worker: its id and the main process it belongs to."""
 
     def __init__(self, ds: StreamDataset, worker: int, in_worker: bool):
         self.ds, self.cfg, self.worker, self.in_worker = ds, ds.cfg, worker, in_worker
         self.parent = os.getppid()
-        self.count = 0
         self.path_cls = batch_path(ds.cfg)
 
     def batches(self):
@@ -144,10 +142,9 @@ class WorkerStream:
             nhwc = torch.empty(shape, dtype=torch.uint8)
             images = nhwc.permute(0, 3, 1, 2)
         elif ring is not None:
-            nhwc = ring.take(self.worker, self.count, self.parent)
-            images = RingSlot(ring.id, self.worker, self.count % ring.slots)
+            slot, nhwc = ring.take(self.worker, self.parent)
+            images = RingSlot(ring.id, self.worker, slot)
         else:   # reuse_buffers off: a fresh shared-memory buffer per batch
             nhwc = torch.empty(shape, dtype=torch.uint8).share_memory_()
             images = nhwc.permute(0, 3, 1, 2)
-        self.count += 1
         return nhwc.numpy(), images

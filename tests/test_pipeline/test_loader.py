@@ -385,19 +385,21 @@ def test_image_ring_protocol_never_lets_a_worker_overwrite_an_uncopied_batch():
 
     def writer():
         for c in range(8):
-            ring.take(0, c, parent).fill_(c)
-            send.send(c)
+            slot, buf = ring.take(0, parent)
+            buf.fill_(c)
+            send.send((c, slot))
 
     proc = ctx.Process(target=writer)
     proc.start()
     try:
         for c in range(8):
-            assert recv.recv() == c
+            got, slot = recv.recv()
+            assert got == c
             time.sleep(0.05)          # the writer would be two batches ahead by now
             if c % 2:
-                out = pin_memory({"image": RingSlot(ring.id, 0, c % 2), "n": np.zeros(1)})["image"]
+                out = pin_memory({"image": RingSlot(ring.id, 0, slot), "n": np.zeros(1)})["image"]
             else:
-                out = ring.copy_out(0, c % 2, pin=False)
+                out = ring.copy_out(0, slot, pin=False)
             assert out.shape == (2, 3, 4, 4) and bool((out == c).all()), (c, out.unique())
     finally:
         ring.stop()

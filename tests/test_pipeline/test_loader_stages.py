@@ -115,3 +115,28 @@ def test_evaluation_loop_leaves_padding_out_and_keeps_models_in_step(shards):
     other = ShardLoader(shards / "train", cfg)
     with pytest.raises(RuntimeError, match="out of step"):
         list(model_outputs([_Sum(), _Sum()], [ShardLoader(split, cfg), other], "cpu"))
+
+
+def test_lazy_padding_gives_the_samples_a_full_reread_gives(shards):
+    """Padding reads of a shard read in full before are its index's byte ranges, loaded only when
+    drawn (stages.Unread): the stream is the one that reading the shards again gave, sample for
+    sample (members and labels), and each range reads back as the sample read_shard delivered."""
+    from pipeline.loader.stages import Unread, read_samples, shard_passes
+    from pipeline.loader.tar import read_sample_at, read_shard
+    split = shards / "train"
+    names = sorted(schema.read_sizes(split))[:2]
+    n = sum(schema.read_sizes(split)[s] for s in names)
+    plan = WorkerPlan(names, 1, names)
+
+    def stream(lazy):
+        rng = np.random.default_rng(3)
+        return list(compose(shard_passes(plan), read_samples(split, BadSamples(1e9), lazy=lazy),
+                            repeat_by_factors(None, rng), tracked_shuffle(6, rng), take(n + 9)))
+    lazy, full = stream(True), stream(False)
+    assert len(lazy) == n + 9 and sum(pad for _, pad, _ in lazy) == 9
+    assert [(s, pad, done) for s, pad, done in lazy] == [(s, pad, done) for s, pad, done in full]
+    index = []
+    samples = list(read_shard(split / names[0], BadSamples(1e9), index=index))
+    assert len(index) == len(samples) and all(read_sample_at(split / names[0], a, b) == s
+                                             for (a, b), s in zip(index, samples))
+    assert Unread(split / names[0], 0, 0).load().get(schema.IMAGE_EXT) is None   # nothing there: skipped
