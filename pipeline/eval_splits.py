@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from text_mining import schema as tm_schema
 from text_mining.webvision import ReleaseError, class_subset, read_classes
+from webtag.storage import location
 
 from . import schema
 from .imagenet_val import ImageNetValError, read_imagenet_val
@@ -39,7 +40,7 @@ def class_list(root: str | Path, labels_dir: str | Path | None, classes=None) ->
     if is_webdata_labels(labels_dir):
         return webdata_classes(labels_dir, classes)
     try:
-        release = read_classes(Path(root) / "info" / "synsets.txt")
+        release = read_classes(location(root) / "info" / "synsets.txt")
         wanted = class_subset(classes, len(release), "classes")
     except (ReleaseError, FileNotFoundError) as exc:
         raise ValueError(str(exc)) from None
@@ -52,7 +53,7 @@ def class_list(root: str | Path, labels_dir: str | Path | None, classes=None) ->
     wnids = [str(w) for w in pq.read_table(path, columns=["wnid"]).column("wnid").to_pylist()]
     unknown = [w for w in wnids if w not in release_ids]
     if unknown:
-        raise ValueError(f"{path}: class {unknown[0]} is not in {Path(root) / 'info' / 'synsets.txt'}: "
+        raise ValueError(f"{path}: class {unknown[0]} is not in {location(root) / 'info' / 'synsets.txt'}: "
                          f"these labels were mined from another release")
     ids = [release_ids[w] for w in wnids]
     if wanted is not None and ids != wanted:
@@ -72,7 +73,7 @@ def _table(rows: dict, list_file: Path, entries: int, subset, outside: int) -> p
                                   pa.list_(pa.float32())),
         "file": rows["file"], schema.LIST_INDEX: pa.array(rows["index"], pa.int64()),
     })
-    meta = {schema.META_LIST["list_file"]: str(list_file.resolve()).encode(),
+    meta = {schema.META_LIST["list_file"]: str(list_file.resolve() if isinstance(list_file, Path) else list_file).encode(),
             schema.META_LIST["list_entries"]: str(entries).encode(),
             META_SUBSET: json.dumps(subset).encode(), META_OUTSIDE: str(outside).encode()}
     return t.replace_schema_metadata(meta)
@@ -87,7 +88,7 @@ def list_samples(split: str, root: str | Path, labels_dir: str | Path | None = N
     the first of ``schema.SPLIT_IMAGE_DIRS`` that exists. Val entries are ``<name> <class id>``
     (the release's ids, mapped to the class list); test entries are ``<name>`` (an extra integer
     column, a placeholder label, is ignored) and get ``schema.NO_CLASS``."""
-    root = Path(root)
+    root = location(root)   # a local folder or a URL (webtag.storage)
     listing = root / schema.SPLIT_LISTS[split]
     if not listing.is_file():
         raise FileNotFoundError(f"{listing} is missing: the release has no {split} list")

@@ -237,8 +237,8 @@ def write_part(split: str, samples: pa.Table, root: str | Path, out: str | Path,
 def _files(rows: list[dict], img_root):
     """(row, path, bytes or None when missing): the images as files, or img2dataset tar members."""
     for row in rows:
-        if "file" in row:
-            path = Path(row["file"])
+        if "file" in row:   # evaluation lists: where the release keeps the image (a path or a URL)
+            path = location(row["file"])
         else:   # relative to the images root, or a URL of its own (s3://, gs://, https://)
             path = location(row["path"]) if is_url(row["path"]) else img_root / row["path"]
         try:

@@ -105,9 +105,6 @@ def main(argv: list[str] | None = None) -> int:
             publish_labels(args.labels, args.url)
             print(args.url)
             return 0
-        if getattr(args, "webvision", None) and is_url(args.webvision):
-            raise ConfigError(f"--webvision {args.webvision}: a WebVision release is read from a local folder; "
-                              "URLs are for --webdata (img2dataset tars or a table)")
         if getattr(args, "webdata", None):
             args.webvision = args.webdata
             if not args.classes:

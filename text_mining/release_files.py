@@ -4,9 +4,12 @@ subsets, and tolerant parsing of the text and JSON files (truncated lists salvag
 as text or tags). Split from webvision.py so that the reader stays one job."""
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from webtag.storage import open_binary
 
 SOURCES = ("google", "flickr")
 
@@ -74,10 +77,16 @@ def class_subset(spec, n: int, key: str = "reader.classes") -> list[int] | None:
     return sorted(spec)
 
 
+def open_text(path):
+    """A text reader of a local path or a URL (webtag.storage: streamed, retried), UTF-8 with bad
+    bytes replaced."""
+    return io.TextIOWrapper(open_binary(path)[0], encoding="utf-8", errors="replace")
+
+
 def count_lines(path: Path) -> int:
     n = 0
     last = b"\n"
-    with open(path, "rb") as fh:
+    with open_binary(path)[0] as fh:
         while chunk := fh.read(1 << 20):
             n += chunk.count(b"\n")
             last = chunk[-1:]
@@ -85,7 +94,7 @@ def count_lines(path: Path) -> int:
 
 
 def _read_lines(path: Path) -> list[str]:
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with open_text(path) as fh:
         return [line.rstrip("\r\n") for line in fh]
 
 

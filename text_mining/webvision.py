@@ -10,6 +10,10 @@ A class subset (``reader.classes``, ``class_subset``: e.g. ``0:50`` for mini-Web
 images, queries and classes of those classes only, renumbered 0..K-1 in ascending order of their
 release ids; ``reader.sources`` keeps the images of those sources. Images left out by either are
 not counted as problems; their train-list indices are skipped, not reused.
+
+The release may be a local folder or a URL (``s3://bucket/webvision``, through webtag.storage:
+lists and metadata JSON streamed, transient errors retried); at a URL, listed images are not
+checked one request each unless ``reader.check_images=always``.
 """
 from __future__ import annotations
 
@@ -20,11 +24,13 @@ import logging
 from pathlib import Path
 from typing import Iterator
 
+from webtag.storage import location
+
 from .config import ReaderConfig
 from .problems import Problems
 from .release_files import (  # noqa: F401  (re-exported: the reader's public names)
     SOURCES, ClassInfo, ImageRecord, ReleaseError, Segment, _as_tags, _as_text, _read_lines,
-    class_subset, count_lines, locate, read_classes, salvage_json_list)
+    class_subset, count_lines, locate, open_text, read_classes, salvage_json_list)
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +39,7 @@ class Release:
     """One WebVision release folder."""
 
     def __init__(self, root: str | Path, cfg: ReaderConfig | None = None):
-        self.root = Path(root)
+        self.root = location(root)   # a local folder, or a URL (webtag.storage: streamed, retried)
         self.cfg = cfg or ReaderConfig()
         info = self.root / "info"
         if not (info / "synsets.txt").is_file():
@@ -54,7 +60,7 @@ class Release:
             self.query_class = {q: self.class_map[c] for q, c in self.query_class.items() if c in self.class_map}
         self.segments = self._segments(info)
         self.total = sum(s.lines for s in self.segments)
-        self.images_root = Path(self.cfg.images_root) if self.cfg.images_root else self.root
+        self.images_root = location(self.cfg.images_root) if self.cfg.images_root else self.root
         self._json_resolver = None
         self._bad_json: set[Path] = set()
         self._check_images = self._want_image_check()
@@ -138,8 +144,12 @@ class Release:
         mode = self.cfg.check_images
         if mode != "auto":
             return mode == "always"
+        if not isinstance(self.images_root, Path):   # one request per image: only when asked for
+            log.info("images at a URL (%s): not checking that listed images exist "
+                     "(reader.check_images=always forces it)", self.images_root)
+            return False
         # auto: check when images are there at all (releases may ship them as tars elsewhere)
-        with open(self.segments[0].filelist, encoding="utf-8", errors="replace") as fh:
+        with open_text(self.segments[0].filelist) as fh:
             sample = [line.split()[0] for line in itertools.islice(fh, 50) if line.split()]
         present = any((self.images_root / p).is_file() for p in sample)
         if not present:
@@ -160,7 +170,7 @@ class Release:
         """Pick, once, where meta-list JSON paths live (copies of the release differ)."""
         if self._json_resolver is None:
             if self.cfg.meta_root:
-                base = Path(self.cfg.meta_root)
+                base = location(self.cfg.meta_root)
                 self._json_resolver = lambda rel: base / rel
             else:
                 candidates = [
@@ -220,10 +230,10 @@ class Release:
     def _iter_segment(self, seg: Segment, lo: int, hi: int, problems: Problems, cache) -> Iterator[ImageRecord]:
         n_classes = len(self.release_classes)
         class_map = self.class_map
-        with open(seg.filelist, encoding="utf-8", errors="replace") as fl:
+        with open_text(seg.filelist) as fl:
             files = itertools.islice(fl, lo - seg.start, hi - seg.start)
             if seg.metalist is not None:
-                ml = open(seg.metalist, encoding="utf-8", errors="replace")
+                ml = open_text(seg.metalist)
                 metas = itertools.islice(ml, lo - seg.start, hi - seg.start)
             else:
                 ml, metas = None, iter(())

@@ -13,7 +13,7 @@ from PIL import Image
 from pipeline import schema
 from pipeline.imagenet_val import ImageNetValError, read_imagenet_val
 from pipeline.shards import ShardConfig, shard_all
-from tests.conftest import REPO
+from conftest import REPO
 
 FOREIGN = "n99999999"   # a synset the release does not have
 

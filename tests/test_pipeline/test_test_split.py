@@ -11,7 +11,7 @@ import webdataset as wds
 from pipeline import schema
 from pipeline.loader import BadSamples, read_shard
 from pipeline.shards import ShardConfig, shard_all
-from tests.conftest import REPO
+from conftest import REPO
 from webvision_example import make_example
 
 

@@ -212,5 +212,24 @@ def test_labels_url_without_marker_and_release_url_are_refused(tmp_path, bucket)
     assert res.returncode == 2 and f"{bucket}/half is not a finished text-mining output" in res.stderr, res.stderr
     res = _run("count", "--webvision", f"{bucket}/release", "--out", tmp_path / "o", "--part", "0",
                "--num-parts", "1", cwd=tmp_path)
-    assert res.returncode == 2 and "a WebVision release is read from a local folder" in res.stderr
+    assert res.returncode == 2 and f"{bucket}/release is not a WebVision release" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_a_webvision_release_at_a_url_mines_and_shards_as_the_local_one(example_v1, mined_v1, shards_v1, bucket,
+                                                                        tmp_path):
+    """The release's lists and metadata JSON read from S3: the same tables (fingerprint) as mined_v1
+    from the local copy; its images read from S3 by the shard writer: the same samples."""
+    from webtag.remote_copy import publish_tree
+    publish_tree(example_v1, f"{bucket}/release")
+    res = _run("run", "--webvision", f"{bucket}/release", "--out", tmp_path / "mined", "--workers", "1",
+               "--config", EXAMPLE_CONFIG, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    local, remote = (json.loads((d / "complete.json").read_text()) for d in (mined_v1, tmp_path / "mined"))
+    assert remote["fingerprint"] == local["fingerprint"]
+    res = _run("shard", "--webvision", f"{bucket}/release", "--labels", tmp_path / "mined", "--out",
+               tmp_path / "shards", "--workers", "1", "--max-size", "100000", cwd=tmp_path, module="pipeline")
+    assert res.returncode == 0, res.stderr[-3000:]
+    for split in ("train", "val"):   # the same samples as the shards made from the local copy
+        local, remote = (pq.read_table(d / split / "manifest.parquet") for d in (shards_v1, tmp_path / "shards"))
+        assert remote.select(["key", "class_id", "bytes"]).equals(local.select(["key", "class_id", "bytes"]))
