@@ -259,7 +259,8 @@ class Trainer:
                     figures = window.row(self.accelerator, batches.take_waited())
                     row = {"epoch": batch["meta"].epoch, "loss": figures["loss"], "lr": self.scheduler.get_last_lr()[0],
                            "images_per_s": figures["images_per_s"], "data_wait": figures["data_wait"],
-                           "images_seen": self.images_seen, "bad_samples": self.loader.bad_samples}
+                           "images_seen": self.images_seen, "bad_samples": self.loader.bad_samples,
+                           "remote_retries": self.loader.remote_retries}
                     if due.evaluate:
                         row.update(self.evaluate())
                         self.accelerator.wait_for_everyone()

@@ -23,11 +23,13 @@ class BatchMeta:
       the loader's resumable position (``ShardLoader.state_dict``) is the union of these;
     - ``bad_samples``: samples lost while this batch was made (damaged, missing or undecodable,
       counted in samples against the shards' manifest counts, :mod:`.bad`);
+    - ``remote_retries``: transient remote read errors the worker retried meanwhile (``webtag.storage.RETRIES``);
     - ``padding``: per image, whether it is a padding copy (read again so that every rank has the
       same number of batches); evaluation leaves those out."""
     epoch: int
     shards_done: tuple[str, ...] = ()
     bad_samples: int = 0
+    remote_retries: int = 0   # remote reads retried by the worker while this batch was made (webtag.storage)
     padding: np.ndarray | torch.Tensor | None = field(default=None, repr=False)
 
 

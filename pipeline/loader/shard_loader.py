@@ -104,6 +104,7 @@ class ShardLoader:
         self.epoch = 0
         self.consumed: set[str] = set()
         self.bad_samples = 0          # samples lost: counted against the manifest (.bad), summed over epochs
+        self.remote_retries = 0       # remote reads the workers retried (webtag.storage), summed over epochs
         self.path = batch_path(cfg)
         self._ring: ImageRing | None = None   # the workers' batch buffers, kept across epochs
         self._stream: _Stream | None = None    # workers already streaming self.epoch (see __iter__)
@@ -194,6 +195,7 @@ class ShardLoader:
                 batch = as_tensors(batch)
                 self.consumed.update(meta.shards_done)
                 self.bad_samples += meta.bad_samples
+                self.remote_retries += meta.remote_retries
                 yield batch
             complete = True
         finally:

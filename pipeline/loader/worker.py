@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from webtag import storage
+
 from .. import schema
 from .augment import CpuAugment
 from .bad import BadSamples
@@ -84,10 +86,12 @@ class WorkerStream:
                                 spread=cfg.images_per_batch if self.ds.repeat is not None else 0)
         path = self.path_cls(cfg, self.buffer)
         items, done, filler, emitted = [], [], None, 0
+        retries_seen = storage.RETRIES
 
         def batch():
-            nonlocal items, done, emitted
-            out = collate(items, BatchMeta(epoch, tuple(done), bad.since_last()))
+            nonlocal items, done, emitted, retries_seen
+            out = collate(items, BatchMeta(epoch, tuple(done), bad.since_last(), storage.RETRIES - retries_seen))
+            retries_seen = storage.RETRIES
             out.update(path.fields())
             items, done = [], []
             emitted += 1

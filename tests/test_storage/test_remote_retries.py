@@ -272,14 +272,14 @@ def _epoch(split):
     cfg = LoaderConfig(batch_size=6, workers=2, train=False, image_size=32)
     loader = ShardLoader(split, cfg)
     out = [(b["index"].tolist(), b["image"].numpy()) for b in loader]
+    _epoch.retries = loader.remote_retries   # what the loader's workers retried
     return [i for x, _ in out for i in x], np.concatenate([im for _, im in out]), loader.bad_samples
 
 
 def test_loader_reads_a_split_through_the_faults(shards_v1, fast_retries, monkeypatch):
     """Every shard of the val split has its reads cut and refused a few times: the epoch is the
-    local one, batch for batch and pixel for pixel, nothing lost. (The reads run in the loader's
-    forked workers, whose storage.RETRIES the test cannot see: the server counts the faults, each
-    of which had to be retried for the shard to arrive whole.)"""
+    local one, batch for batch and pixel for pixel, nothing lost, and every fault the server
+    injected is one retry in the loader's workers, summed by the loader (``remote_retries``)."""
     monkeypatch.setattr(storage, "READ_AHEAD", 32 << 10)
     local_idx, local_img, _ = _epoch(shards_v1 / "val")
     shards = sorted(schema.read_sizes(shards_v1 / "val"))
@@ -297,6 +297,7 @@ def test_loader_reads_a_split_through_the_faults(shards_v1, fast_retries, monkey
     assert remote_idx == local_idx and bad == 0
     assert np.array_equal(remote_img, local_img)
     assert len(faults) == sum(len(schedules[i % 3]) for i in range(len(shards))) > 0
+    assert _epoch.retries == len(faults)   # each fault one retry in a worker, summed by the loader
     assert all(served[f"{shards_v1.name}/val/{name}"] for name in shards)
 
     # the same faults read in this process: each one is a retry counted in storage.RETRIES
