@@ -129,6 +129,10 @@ def export(checkpoint: str | Path, out: str | Path, repo: str | None = None) -> 
     from safetensors.torch import load_file, save_file
 
     from pretrain.model import MODEL_INFO, MODEL_WEIGHTS, read_model_info
+    from webtag.storage import is_url
+    if is_url(checkpoint):   # the card reads the whole run folder (config, results): a local copy is needed
+        raise ExportError(f"--checkpoint {checkpoint}: export reads a local run folder; copy it first "
+                          "(e.g. `aws s3 sync URL DIR`, or evaluate/predict, which take the URL)")
     src = _model_folder(Path(checkpoint))
     weights, info = src / MODEL_WEIGHTS, read_model_info(src)
     if not weights.is_file() or info is None:

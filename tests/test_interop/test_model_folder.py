@@ -121,3 +121,5 @@ def test_export_refuses_an_existing_folder_and_a_non_run(runs, tmp_path):
     res = run_cli("finetune", "export", "--checkpoint", tmp_path, "--out", tmp_path / "x", check=False)
     assert res.returncode == 2 and "no model.safetensors" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "x").exists()
+    res = run_cli("finetune", "export", "--checkpoint", "s3://bucket/runs/ft", "--out", tmp_path / "y", check=False)
+    assert res.returncode == 2 and "export reads a local run folder" in res.stderr and "Traceback" not in res.stderr
