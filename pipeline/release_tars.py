@@ -5,9 +5,9 @@ The archives sit at the top of the images root (the release root, or ``--images-
 the list paths as members (``google/q00001/000000.jpg``; a leading ``./`` or one top folder, as
 ``train/google/...``, is accepted). A shard part reads whole archives: part I of N takes a
 contiguous range of the sorted archive names (``webtag.parallel.part_range``) and yields every
-listed image it meets, in archive order; members the lists do not name are passed over. Part 0
-also lists the headers of the other archives (a seek past each member's data, no data read) and
-reports the list's images that no archive holds as ``missing_image``, like missing files. A
+listed image it meets, in archive order; members the lists do not name are passed over. Each part
+records which rows its archives held; the merge reports the list's images that no archive holds
+as ``missing_image``, like missing files (no part reads another's archives). A
 truncated or corrupt archive is named in the log and the report (``bad_archive``, once per
 archive); the members read before the damage are kept, the ones after it count as missing. A file
 whose first block is no tar header is refused with a one-line error naming it.
@@ -21,13 +21,18 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from webtag.atomic import atomic_file
 from webtag.parallel import part_range
 from webtag.problems import Problems
 
 log = logging.getLogger(__name__)
 
 ARCHIVE_GLOB = "webvision_train_*.tar"
+HELD = "{stem}.held.npy"           # in the split's _parts/: the rows a part's archives held
+WANTED = "archive-samples.parquet"  # written by part 0: key, path, shadowed of every row
 _BATCH = 256   # images whose rows are taken from the sample table at once
 ARCHIVE_KINDS = {
     "bad_archive": "training archive truncated or corrupt: members before the damage kept, the rest "
@@ -104,8 +109,9 @@ def member_path(name: str, wanted) -> str | None:
     return rest if rest in wanted else None
 
 
-def _stream(archive: Path, wanted: PathIndex, problems: Problems) -> Iterator[tuple[str, bytes]]:
-    """(list path, bytes) of the listed members of one archive, read in one pass."""
+def _stream(archive: Path, wanted: PathIndex, problems: Problems, held: np.ndarray) -> Iterator[tuple[str, bytes]]:
+    """(list path, bytes) of the listed members of one archive, read in one pass. The member being
+    read when the archive turns out damaged is accounted for by ``bad_archive``: marked held."""
     current = None
     try:
         with tarfile.open(archive, "r|") as tf:
@@ -122,19 +128,9 @@ def _stream(archive: Path, wanted: PathIndex, problems: Problems) -> Iterator[tu
         where = f"after member {current}" if current else "at its start"
         log.warning("training archive %s is damaged %s (%s): its later members are missing", archive, where, exc)
         problems.add("bad_archive", str(archive), current, f"truncated or corrupt ({exc})")
-
-
-def _listed(archive: Path, wanted: PathIndex) -> set[str]:
-    """The list paths an archive holds, from its headers only (what precedes any damage)."""
-    held = set()
-    try:
-        with tarfile.open(archive, "r:") as tf:
-            for member in tf:
-                if member.isfile() and (path := member_path(member.name, wanted)) is not None:
-                    held.add(path)
-    except (tarfile.TarError, EOFError, OSError):
-        pass   # its own part names it (bad_archive)
-    return held
+        path = member_path(current, wanted) if current else None
+        if path is not None:
+            held[wanted.row(path)] = True
 
 
 def part_archives(archives: list[Path], part: int, num_parts: int) -> tuple[int, int]:
@@ -142,40 +138,63 @@ def part_archives(archives: list[Path], part: int, num_parts: int) -> tuple[int,
     return part_range(len(archives), part, num_parts)
 
 
-def archive_images(samples, archives: list[Path], part: int, num_parts: int,
-                   problems: Problems) -> Iterator[tuple[dict, str, bytes | None]]:
+def archive_images(samples, index: PathIndex, archives: list[Path], part: int, num_parts: int,
+                   problems: Problems, held: np.ndarray) -> Iterator[tuple[dict, str, bytes]]:
     """(row, where, bytes) of the listed images of the sample table ``samples`` in this part's
-    archives, in archive order; then, in part 0, (row, where, None) for every row that no archive
-    holds. Only the paths' hashes are held in memory (:class:`PathIndex`; rows are taken from the
-    table, 256 images at a time)."""
-    wanted = PathIndex(samples.column("path"))
-
-    def rows(batch: list[tuple[int, str, bytes | None]]):   # rows taken from the table in batches
+    archives, in archive order; ``held`` (a bool per row) marks the rows they held. Only the
+    paths' hashes are held in memory (``index``, a :class:`PathIndex` of the table's paths; rows
+    are taken from the table, 256 images at a time). What no archive holds is reported by the
+    merge (:func:`save_held`, :func:`report_missing`)."""
+    def rows(batch: list[tuple[int, str, bytes]]):   # rows taken from the table in batches
         got = samples.take([i for i, _, _ in batch]).to_pylist() if batch else []
         yield from ((r, where, data) for r, (_, where, data) in zip(got, batch))
 
     lo, hi = part_archives(archives, part, num_parts)
-    seen = np.zeros(wanted.n, dtype=bool)   # by row
     batch: list = []
     for archive in archives[lo:hi]:
-        for path, data in _stream(archive, wanted, problems):
-            i = wanted.row(path)
-            if seen[i]:   # the same image in two archives (or twice in one): the first counts
+        for path, data in _stream(archive, index, problems, held):
+            i = index.row(path)
+            if held[i]:   # the same image in two archives (or twice in one): the first counts
                 continue
-            seen[i] = True
+            held[i] = True
             batch.append((i, f"{archive.name}:{path}", data))
             if len(batch) >= _BATCH:
                 yield from rows(batch)
                 batch = []
     yield from rows(batch)
-    if part != 0:
-        return
-    held = seen
-    for i, archive in enumerate(archives):
-        if not lo <= i < hi:
-            for path in _listed(archive, wanted):
-                held[wanted.row(path)] = True
-    missing = np.flatnonzero(~held & ~wanted.shadowed)
-    for i in range(0, len(missing), _BATCH):
-        chunk = [int(r) for r in missing[i:i + _BATCH]]
-        yield from rows([(r, wanted.paths[r].as_py(), None) for r in chunk])
+
+
+def save_held(parts_dir: Path, stem: str, held: np.ndarray, samples, index: PathIndex, on_error: str) -> None:
+    """Before the part's report: the rows it held (``<stem>.held.npy``); part 0 also writes the
+    table's key and path and which rows repeat a later row's path (``archive-samples.parquet``),
+    so that the merge can name what no archive held without reading any archive again."""
+    with atomic_file(parts_dir / HELD.format(stem=stem)) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.flatnonzero(held).astype(np.int64), allow_pickle=False)
+    if stem.startswith("part-00000-"):
+        table = samples.select(["key", "path"]).append_column("shadowed", pa.array(index.shadowed))
+        with atomic_file(parts_dir / WANTED) as tmp:
+            pq.write_table(table.replace_schema_metadata({"on_error": on_error}), tmp)
+
+
+def report_missing(parts_dir: Path, stems: list[str], problems: Problems) -> None:
+    """The merge: every listed image that no part's archives held, as ``missing_image`` (with
+    ``on_error=fail``, the first one is an InputError naming it)."""
+    wanted = parts_dir / WANTED
+    if not wanted.is_file():
+        return   # the images were files, not the release's archives
+    pf = pq.ParquetFile(wanted)
+    held = np.zeros(pf.metadata.num_rows, dtype=bool)
+    for stem in stems:
+        held[np.load(parts_dir / HELD.format(stem=stem), allow_pickle=False)] = True
+    on_error = (pf.schema_arrow.metadata or {}).get(b"on_error", b"skip").decode()
+    found = Problems(problems.kinds, problems.file_kinds, on_error=on_error)
+    start = 0
+    for batch in pf.iter_batches(batch_size=1 << 16):
+        n = batch.num_rows
+        lost = np.flatnonzero(~held[start:start + n] & ~batch.column("shadowed").to_numpy(zero_copy_only=False))
+        keys, paths = batch.column("key"), batch.column("path")
+        for r in lost:
+            found.add("missing_image", paths[int(r)].as_py(), None, f"sample {keys[int(r)].as_py()}: not found")
+        start += n
+    problems.merge(found)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Literal, Optional, Union
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -175,7 +176,8 @@ def write_part(split: str, samples: pa.Table, root: str | Path, out: str | Path,
                 if split == "train" and "file" not in samples.column_names and isinstance(img_root, Path) else [])
     if archives:   # the release's tar files: this part reads whole archives (pipeline/release_tars.py)
         lo, hi = release_tars.part_archives(archives, part, num_parts)
-        images = release_tars.archive_images(samples, archives, part, num_parts, problems)
+        index, held = release_tars.PathIndex(samples.column("path")), np.zeros(samples.num_rows, dtype=bool)
+        images = release_tars.archive_images(samples, index, archives, part, num_parts, problems, held)
     else:
         lo, hi = part_range(samples.num_rows, part, num_parts)
         images = _files(samples.slice(lo, hi - lo).to_pylist(), img_root)
@@ -220,6 +222,8 @@ def write_part(split: str, samples: pa.Table, root: str | Path, out: str | Path,
                   "reencoded": n_reencoded, "shards": sink.sizes, "bytes": int(sum(manifest["bytes"])),
                   **record, **lists, "problems": problems.to_dict(),
                   "seconds": round(time.perf_counter() - t0, 3)}
+        if archives:   # what the merge needs to name the images no archive held
+            release_tars.save_held(parts_dir, stem, held, samples, index, cfg.on_error)
         with atomic_file(parts_dir / f"{stem}.parquet") as tmp:
             pq.write_table(pa.table(manifest, schema=_with_labels(schema.MANIFEST, record)), tmp)
         write_text_atomic(report_path, json.dumps(report, indent=1))
@@ -281,6 +285,7 @@ def merge_split(out: str | Path, split: str) -> dict:
     problems = Problems(SHARD_KINDS)
     for r in reports:
         problems.merge(r["problems"])
+    release_tars.report_missing(parts_dir, [p.stem for _, _, p in found], problems)   # archives: what none held
     report = {"split": split, "num_parts": n, "samples": sum(r["samples"] for r in reports),
               "shards": len(sizes), "bytes": sum(r["bytes"] for r in reports),
               "resized": sum(r["resized"] for r in reports), "reencoded": sum(r.get("reencoded", 0) for r in reports),

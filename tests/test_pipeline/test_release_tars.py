@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -163,3 +164,47 @@ def test_path_index_is_small_exact_under_collisions_and_keeps_the_last_of_a_repe
     index = PathIndex(pa.array(["a.jpg", "b.jpg", "a.jpg", "c.jpg"]))
     assert [index.row(p) for p in ("a.jpg", "b.jpg", "c.jpg", "d.jpg")] == [2, 1, 3, None]
     assert index.shadowed.tolist() == [True, False, False, False]
+
+
+def test_a_part_reads_only_its_own_archives_and_the_merge_names_what_none_held(tar_release, mined_v1, tmp_path,
+                                                                               monkeypatch):
+    """Part 0 of 3 opens its own archive only (no walk over the others' headers); an image that
+    no archive holds is named by the merge, and with on_error=fail the merge stops on it."""
+    from pipeline import release_tars
+    from pipeline.shards import merge_split
+    from webtag.problems import InputError
+
+    root = tmp_path / "r"
+    make_example(root, classes=8, images_per_class=16, seed=3, version="1.0", train_tars=3)
+    archives = sorted(root.glob("webvision_train_*.tar"))
+    m2 = _members(archives[2])
+    gone = sorted(m2)[0]
+    with tarfile.open(archives[2], "w") as tf:   # the last archive loses one listed image
+        for name in sorted(m2):
+            if name != gone:
+                info = tarfile.TarInfo(name)
+                info.size = len(m2[name])
+                tf.addfile(info, io.BytesIO(m2[name]))
+    opened = []
+    real_open = tarfile.open
+    def spy(*a, **k):   # the archives the shard writer opens (other tarfile users pass fileobj=)
+        name = a[0] if a else k.get("name")
+        if name is not None and str(name).endswith(".tar"):
+            opened.append(Path(name))
+        return real_open(*a, **k)
+    monkeypatch.setattr(release_tars.tarfile, "open", spy)
+    samples = split_samples("train", root, mined_v1)
+    for on_error in ("skip", "fail"):
+        out = tmp_path / f"s-{on_error}"
+        for part in range(3):
+            opened.clear()
+            write_part("train", samples, root, out, ShardConfig(on_error=on_error), part, 3)
+            assert opened == [archives[part]], (part, opened)
+        if on_error == "fail":
+            with pytest.raises(InputError, match=gone):
+                merge_split(out, "train")
+            assert not (out / "train" / schema.SIZES_FILE).exists()
+        else:
+            report = merge_split(out, "train")
+            assert list(report["problems"]["files"]["missing_image"]) == [gone]
+            assert report["samples"] + report["skipped"] == len(_list_paths(root))
