@@ -40,7 +40,7 @@ from .checkpointer import Checkpointer, ShardAudit
 from .config import PretrainConfig
 from .control import NonFiniteLoss, StepStopCheck, StopRequest, agree
 from .criterion import build_criterion
-from .data import DataInfo, inspect_data
+from .data import DataError, DataInfo, inspect_data
 from .evaluation import eval_loader, model_outputs
 from .losses import batch_targets, check_ids, target_ids_key
 from .metrics import MetricsLog, precision_at_k
@@ -94,7 +94,11 @@ class Trainer:
         set_seed(tc.seed)
         model = build_full_model(cfg.model, self.info.labels_dir, cfg.data.target, self.info.num_outputs)
         if cfg.model.init_weights:
-            load_whole_model(model, local_model(cfg.model.init_weights, (MODEL_WEIGHTS, MODEL_INFO)))
+            try:   # a URL: its local copy (not there, unreadable, no backend: one line, exit 2)
+                weights = local_model(cfg.model.init_weights, (MODEL_WEIGHTS, MODEL_INFO))
+            except (OSError, ValueError) as exc:
+                raise DataError(f"model.init_weights={cfg.model.init_weights}: {exc}") from None
+            load_whole_model(model, weights)
         self.init_model(model)
         if cfg.model.channels_last:
             model = model.to(memory_format=torch.channels_last)

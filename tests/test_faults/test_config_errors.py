@@ -72,6 +72,19 @@ def test_training_values_are_checked_when_loaded(override, message, mined_v1, sh
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("key", ["model.init_weights", "train.output_dir"])
+def test_a_url_whose_backend_is_missing_is_one_line(key, mined_v1, shards_v1, tmp_path, capsys):
+    """gs:// without gcsfs (not installed here): one line naming the key or URL and the extra."""
+    pytest.importorskip("fsspec")
+    if __import__("importlib.util").util.find_spec("gcsfs") is not None:
+        pytest.skip("gcsfs is installed")
+    rc, err = _pretrain(capsys, "--config", PRETRAIN_EXAMPLE,
+                        *pretrain_overrides(shards_v1, mined_v1, tmp_path / "r"), f"{key}=gs://bucket/run",
+                        "train.max_steps=1")
+    line = _error_line(err)
+    assert rc == 2 and "gs://bucket/run" in line and "webtag[gcs]" in line, line
+
+
 def test_stage_values_are_checked_when_loaded(example_v1, mined_v1, shards_v1, tmp_path, capsys):
     out = tmp_path / "s"
     rc, err = _pipeline(capsys, "shard", "--webvision", example_v1, "--labels", mined_v1, "--out", out,
