@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 READ_AHEAD = 8 << 20          # bytes fetched per remote request (fsspec's readahead cache)
 MAX_RETRIES = int(os.environ.get("WEBTAG_STORAGE_RETRIES", "5"))   # transient errors in a row, per file
