@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import zlib
 from pathlib import Path
 from typing import Iterator
