@@ -29,7 +29,7 @@ log = logging.getLogger("pretrain.trainer")
 STATE_FILE = "trainer_state.json"
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
-_NAME = re.compile(r"^step-(\d{8})$")
+STEP_NAME = re.compile(r"^step-(\d{8})$")   # a published checkpoint folder
 TMP_OWNER = "ranks"   # not a pid: one name that every rank of the job agrees on
 
 
@@ -55,7 +55,7 @@ def checkpoint_folders(output_dir: str | Path) -> list[Path]:
     root = checkpoint_root(output_dir)
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _NAME.match(p.name)) and p.is_dir()]
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := STEP_NAME.match(p.name)) and p.is_dir()]
     return [p for _, p in sorted(found)]
 
 

@@ -183,29 +183,29 @@ class Checkpointer:
                             self.cfg.train.keep_checkpoints)
             error = _attempt(write_rest)
         self._agree(error, tmp, final)
-        if self.mirror is not None:   # complete remotely before it counts: the ranks agree on an upload failure
-            error = _attempt(lambda: self.mirror.push_checkpoint(final)) if acc.is_main_process else None
-            errors = [e for e in gather_object([error]) if e]
-            if errors:
-                raise CheckpointError(f"checkpoint {final} was saved locally but not uploaded to {self.mirror}: "
-                                      f"{errors[0]} (a rerun with the same train.stage_dir resumes from it "
-                                      "and uploads it)")
+        if self.mirror is not None:   # complete remotely before it counts
+            self._upload(lambda: self.mirror.push_checkpoint(final),
+                         f"checkpoint {final} was saved locally but not uploaded to {self.mirror}",
+                         " (a rerun with the same train.stage_dir resumes from it and uploads it)")
         if acc.is_main_process:
             log.info("checkpoint %s%s", final, f" (uploaded to {self.mirror})" if self.mirror else "")
         return final
 
-
     def push_run(self, last: tuple[str, ...] = ()) -> None:
         """Every rank: for a run folder at a URL, the main process uploads the files changed since
         the last upload (``last`` after the others); a failure raises CheckpointError on every rank."""
+        if self.mirror is not None:
+            self._upload(lambda: self.mirror.push_run(last),
+                         f"the run folder {self.out} was not uploaded to {self.mirror}")
+
+    def _upload(self, upload: Callable[[], object], what: str, hint: str = "") -> None:
+        """Every rank: the main process runs ``upload``; its failure is one CheckpointError on all."""
         from accelerate.utils import gather_object
 
-        if self.mirror is None:
-            return
-        error = _attempt(lambda: self.mirror.push_run(last)) if self.acc.is_main_process else None
+        error = _attempt(upload) if self.acc.is_main_process else None
         errors = [e for e in gather_object([error]) if e]
         if errors:
-            raise CheckpointError(f"the run folder {self.out} was not uploaded to {self.mirror}: {errors[0]}")
+            raise CheckpointError(f"{what}: {errors[0]}{hint}")
 
 
 class ShardAudit:

@@ -26,11 +26,12 @@ must be a folder that all ranks see (a shared file system): the trainer checks t
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
-import re
 import shutil
 import tempfile
+import uuid
 from pathlib import Path, PurePosixPath
 
 from webtag.atomic import publish
@@ -86,7 +87,7 @@ class RunMirror:
         """Names of the complete checkpoints at the URL (those with a manifest), oldest first."""
         root = self.remote / "checkpoints"
         names = sorted(PurePosixPath(e["name"]).name for e in self._ls(root) if e.get("type") == "directory")
-        steps = [n for n in names if re.match(r"^step-\d{8}$", n)]
+        steps = [n for n in names if ckpt.STEP_NAME.match(n)]
         return [n for n in steps if retry_call(str(root), lambda n=n: root.fs.exists(f"{root.rpath}/{n}/{ckpt.MANIFEST}"))]
 
     # ---- which run ----------------------------------------------------------------------------
@@ -94,9 +95,6 @@ class RunMirror:
         """Make the stage the URL's: both hold ``webtag-run.json`` with one run id. A stage left by
         another run of the same URL (the URL deleted and started again, say) is emptied first;
         a new run folder gets a new id, uploaded at once. Returns the id."""
-        import json
-        import uuid
-
         remote_file, local_file = self.remote / RUN_ID, self.local / RUN_ID
         try:
             remote_id = json.loads(remote_file.read_text())["id"] if remote_file.is_file() else None
@@ -153,7 +151,6 @@ class RunMirror:
         tmp.mkdir(parents=True)
         try:
             download(f"{src}/{ckpt.MANIFEST}", tmp / ckpt.MANIFEST)
-            import json
             listed = json.loads((tmp / ckpt.MANIFEST).read_text(encoding="utf-8")).get("files", {})
             for fname in listed:
                 if "/" in fname or fname.startswith("."):
@@ -212,8 +209,6 @@ class RunMirror:
 def start(acc, mirror: RunMirror, resume: str) -> None:
     """Every rank, before resuming: the main process pulls from the URL (``train.resume=auto``) and
     leaves a mark in the stage; every rank must see it (one stage for the whole job)."""
-    import uuid
-
     from accelerate.utils import broadcast_object_list, gather_object
 
     from webtag.config import ConfigError
