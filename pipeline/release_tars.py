@@ -83,9 +83,6 @@ class PathIndex:
                     self.shadowed[last[name]] = True
                 last[name] = row
 
-    def __contains__(self, name: str) -> bool:
-        return self.row(name) is not None
-
     def row(self, name: str) -> int | None:
         h = np.uint64(_hash(name))
         lo, hi = np.searchsorted(self.sorted, h, "left"), np.searchsorted(self.sorted, h, "right")
@@ -100,17 +97,20 @@ def _hash(path: str) -> int:
     return int.from_bytes(hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "little")
 
 
-def member_path(name: str, wanted) -> str | None:
-    """The list path a member name stands for (None: not one the lists name)."""
+def member_row(name: str, wanted: PathIndex) -> tuple[str, int] | None:
+    """The list path a member name stands for and its row (None: not one the lists name)."""
     name = name[2:] if name.startswith("./") else name
-    if name in wanted:
-        return name
+    row = wanted.row(name)
+    if row is not None:
+        return name, row
     _top, _, rest = name.partition("/")
-    return rest if rest in wanted else None
+    row = wanted.row(rest)
+    return (rest, row) if row is not None else None
 
 
-def _stream(archive: Path, wanted: PathIndex, problems: Problems, held: np.ndarray) -> Iterator[tuple[str, bytes]]:
-    """(list path, bytes) of the listed members of one archive, read in one pass. The member being
+def _stream(archive: Path, wanted: PathIndex, problems: Problems, held: np.ndarray
+            ) -> Iterator[tuple[str, int, bytes]]:
+    """(list path, row, bytes) of the listed members of one archive, read in one pass. The member being
     read when the archive turns out damaged is accounted for by ``bad_archive``: marked held."""
     current = None
     try:
@@ -119,18 +119,17 @@ def _stream(archive: Path, wanted: PathIndex, problems: Problems, held: np.ndarr
                 current = member.name
                 if not member.isfile():
                     continue
-                path = member_path(member.name, wanted)
-                if path is not None:
-                    data = tf.extractfile(member).read()
-                    yield path, data
+                found = member_row(member.name, wanted)
+                if found is not None:
+                    yield *found, tf.extractfile(member).read()
             current = None
     except (tarfile.TarError, EOFError, OSError) as exc:
         where = f"after member {current}" if current else "at its start"
         log.warning("training archive %s is damaged %s (%s): its later members are missing", archive, where, exc)
         problems.add("bad_archive", str(archive), current, f"truncated or corrupt ({exc})")
-        path = member_path(current, wanted) if current else None
-        if path is not None:
-            held[wanted.row(path)] = True
+        found = member_row(current, wanted) if current else None
+        if found is not None:
+            held[found[1]] = True
 
 
 def part_archives(archives: list[Path], part: int, num_parts: int) -> tuple[int, int]:
@@ -152,8 +151,7 @@ def archive_images(samples, index: PathIndex, archives: list[Path], part: int, n
     lo, hi = part_archives(archives, part, num_parts)
     batch: list = []
     for archive in archives[lo:hi]:
-        for path, data in _stream(archive, index, problems, held):
-            i = index.row(path)
+        for path, i, data in _stream(archive, index, problems, held):
             if held[i]:   # the same image in two archives (or twice in one): the first counts
                 continue
             held[i] = True
