@@ -8,7 +8,7 @@ file system: their per-part work lives in ``_work`` and is never read from a URL
 
 What marks a finished output is its ``complete.json`` (text_mining/schema.py), which every later
 stage requires: it is removed from the destination first and uploaded last
-(:func:`webtag.storage.publish_tree`), and an object becomes visible only once it is whole, so an
+(:func:`webtag.remote_copy.publish_tree`), and an object becomes visible only once it is whole, so an
 upload cut short leaves no folder that counts as finished. ``_work`` and lock folders stay local.
 
 :func:`local_labels` is the way back for the stages that read the tables as local files
@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 
 from webtag.atomic import atomic_dir
-from webtag.remote_copy import publish_tree
+from webtag.remote_copy import download, publish_tree
 from webtag.storage import Remote, StorageError, is_url, location
 
 from . import schema
@@ -91,8 +91,7 @@ def local_labels(path: str | Path, root: Path = LABELS_CACHE) -> Path:
         with atomic_dir(dest) as tmp:
             for entry in remote.iterdir():
                 if entry.name != schema.COMPLETE_FILE and entry.is_file():
-                    with entry.open("rb") as src, open(tmp / entry.name, "wb") as out:
-                        shutil.copyfileobj(src, out, 1 << 20)   # streamed
+                    download(str(entry), tmp / entry.name)   # streamed, retried
             (tmp / schema.COMPLETE_FILE).write_bytes(marker)
     except OSError as exc:   # another process (a part or rank of the same job) copied it meanwhile
         if not isinstance(exc, FileExistsError) and exc.errno != errno.ENOTEMPTY:
