@@ -20,9 +20,9 @@ def keyword_plot(df: np.ndarray, dropped_top: int, path: Path, kw_hist: np.ndarr
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    ranks = np.arange(1, len(df) + 1)
     if len(df):
-        a.bar(ranks, df, width=1.0, color="#3b75af", linewidth=0)
+        # one filled step patch, not a bar per keyword: 8.8k bars took 10 s of the merge step
+        a.stairs(df, np.arange(1, len(df) + 2), fill=True, color="#3b75af", linewidth=0)
     a.set_yscale("log")
     if len(df) > 100:
         a.set_xscale("log")
