@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 
 from text_mining.config import VocabularyConfig
@@ -67,3 +68,21 @@ def test_knn_reference_memory_is_bounded_by_its_size(tmp_path):
     emb, index, classes = knn_reference(parts, vocab, {3, 4}, 10, 0, vecs)
     assert index.tolist() == [cands[i][0] for i in pick] and classes.tolist() == [cands[i][1] for i in pick]
     assert emb.shape == (10, 50) and np.allclose(np.linalg.norm(emb, axis=1), 1)
+
+
+def test_mean_embeddings_sum_in_list_order_like_add_at():
+    """The sparse-product mean equals the plain per-row np.add.at sum, bit for bit (repeated ids,
+    empty lists, float32)."""
+    from text_mining.embed import mean_embeddings, normalise_rows
+
+    rng = np.random.default_rng(3)
+    vecs = normalise_rows(rng.standard_normal((500, 16)).astype(np.float32))
+    lists = [list(rng.integers(0, 500, rng.integers(0, 12))) for _ in range(300)] + [[], [7, 7, 7]]
+    ref = np.zeros((len(lists), 16), np.float32)
+    for i, ids in enumerate(lists):
+        np.add.at(ref, np.full(len(ids), i, dtype=np.int64), vecs[np.asarray(ids, dtype=np.int64)])
+    got = mean_embeddings(lists, vecs)
+    assert got.dtype == np.float32
+    assert np.array_equal(got, normalise_rows(ref))
+    assert not got[-2].any() and np.allclose(got[-1], vecs[7], atol=1e-6)
+    assert mean_embeddings([[], []], vecs).shape == (2, 16)
