@@ -76,15 +76,19 @@ def stable_hash(text: str) -> int:
     return zlib.crc32(text.encode("utf-8"))
 
 
-def train_word2vec(sentences, cfg: Word2VecConfig):
-    """Train word2vec on a re-iterable corpus of keyword lists; returns gensim KeyedVectors.
+def train_word2vec(corpus_file: str | Path, cfg: Word2VecConfig):
+    """Train word2vec on a corpus file (one sentence a line, words separated by spaces; written
+    by corpus.write_corpus) in gensim's compiled ``corpus_file`` mode; returns gensim KeyedVectors
+    (empty when the file has no words).
 
     ``workers=1`` with a fixed seed is bit-reproducible; more threads are faster but not."""
-    from gensim.models import Word2Vec
+    from gensim.models import KeyedVectors, Word2Vec
 
+    if os.path.getsize(corpus_file) == 0:
+        return KeyedVectors(vector_size=cfg.vector_size, dtype=np.float32)
     workers = cfg.workers or os.cpu_count() or 1
     model = Word2Vec(
-        sentences=sentences, vector_size=cfg.vector_size, window=cfg.window, min_count=1,
+        corpus_file=str(corpus_file), vector_size=cfg.vector_size, window=cfg.window, min_count=1,
         sg=cfg.sg, negative=cfg.negative, epochs=cfg.epochs, seed=cfg.seed, workers=workers,
         hashfxn=stable_hash, sample=1e-3,
     )

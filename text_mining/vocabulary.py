@@ -6,7 +6,8 @@ Writes ``_work/vocabulary/`` with
 - ``duplicates.parquet``: train-list indices of images listed again (dropped by ``tag``);
 - ``word2vec.npy`` + ``word2vec_words.json``: word vectors (gensim word2vec) trained on the images'
   vocabulary keywords plus the words of their query (so that class words and keywords share one
-  space), stored without pickle (embed.save_word_vectors);
+  space; at most ``word2vec.max_sentences`` images' sentences, corpus.py), stored without pickle
+  (embed.save_word_vectors);
 - ``keyword_classes.parquet``: per keyword, the top-k classes by
   ``wordnet_mix * WordNet(keyword, class) + (1 - wordnet_mix) * max(0, cos(v_keyword, v_class))``;
 - ``class_neighbours.parquet``: per class, its top-k WordNet neighbours (the query's neighbourhood);
@@ -30,6 +31,7 @@ from webtag.atomic import atomic_dir
 
 from . import schema
 from .config import TextMiningConfig, VocabularyConfig
+from .corpus import check_words, write_corpus
 from .embed import mean_embeddings, normalise_rows, save_word_vectors, train_word2vec, word_matrix
 from .keywords import tokenize
 from .layout import Layout
@@ -82,23 +84,6 @@ def _extract_batches(parts: list[Path], columns: list[str]):
         pf = pq.ParquetFile(p / "extract.parquet")
         for batch in pf.iter_batches(batch_size=65536, columns=columns):
             yield batch
-
-
-class _Sentences:
-    """Re-iterable word2vec corpus: each image's vocabulary keywords + its query's words."""
-
-    def __init__(self, parts, vocab: set, query_terms: dict, dropped: set):
-        self.parts, self.vocab, self.query_terms, self.dropped = parts, vocab, query_terms, dropped
-
-    def __iter__(self):
-        for batch in _extract_batches(self.parts, ["index", "source", "query_id", "keywords"]):
-            d = batch.to_pydict()
-            for idx, src, qid, kws in zip(d["index"], d["source"], d["query_id"], d["keywords"]):
-                if idx in self.dropped:
-                    continue
-                sent = [k for k in kws if k in self.vocab] + self.query_terms.get((src, qid), [])
-                if sent:
-                    yield sent
 
 
 def _term(wn, token: str) -> str:
@@ -275,7 +260,17 @@ def build_vocabulary(root: str | Path, out: str | Path, cfg: TextMiningConfig) -
     # word vectors
     t = time.perf_counter()
     qterms = query_terms(release, wn)
-    kv = train_word2vec(_Sentences(parts, set(words), qterms, dropped), cfg.word2vec)
+    vocab_set = set(words)
+    check_words(words, "the vocabulary")
+    check_words((w for terms in qterms.values() for w in terms), "the queries")
+    corpus_path = layout.work / "word2vec_corpus.txt"
+    try:
+        corpus_stats = write_corpus(
+            _extract_batches(parts, ["index", "source", "query_id", "keywords"]), vocab_set, qterms,
+            dropped, n_images, cfg.word2vec, corpus_path)
+        kv = train_word2vec(corpus_path, cfg.word2vec)
+    finally:
+        corpus_path.unlink(missing_ok=True)
     timings["word2vec"] = time.perf_counter() - t
 
     # keyword x class and class x class tables
@@ -317,7 +312,7 @@ def build_vocabulary(root: str | Path, out: str | Path, cfg: TextMiningConfig) -
     tagger = json.loads((parts[0] / "report.json").read_text())["tagger"]
     report = {
         "num_parts": num_parts, "images": int(n_images), "duplicates": int(len(dup_idx)),
-        "tagger": tagger, **vocab_stats, "word2vec_words": len(kv),
+        "tagger": tagger, **vocab_stats, "word2vec_words": len(kv), "word2vec_corpus": corpus_stats,
         "knn_reference": int(len(ref_index)), "problems": problems.to_dict(),
         "seconds": {k: round(v, 3) for k, v in timings.items()},
     }
