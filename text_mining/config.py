@@ -105,6 +105,12 @@ class WeightsConfig:
     knn: float = 0.2                      # weight of the KNN-label component
     knn_k: int = 10                       # neighbours per image
     knn_reference: int = 100000           # images sampled as the KNN reference set
+    # neighbour search (text_mining/knn.py): ivf scans the knn_probe lists nearest to the image of
+    # knn_lists clusters of the reference set (coarse centroids trained in the vocabulary step);
+    # exact compares with every reference image (2e7 FLOPs an image at 100k)
+    knn_search: Literal["ivf", "exact"] = "ivf"
+    knn_lists: int = 0                    # ivf clusters; 0: about 4 sqrt(reference size)
+    knn_probe: int = 16                   # ivf clusters scanned per image
     top_k: int = 10                       # label weights kept per image
     power: float = 4.0                    # sharpening: weights proportional to score ** power
     seed: int = 0
@@ -112,7 +118,8 @@ class WeightsConfig:
     def __post_init__(self) -> None:
         check(self, max_senses=at_least(1), wordnet_mix=between(0, 1), table_top_k=at_least(1),
               query_top_k=at_least(1), text=at_least(0), query=at_least(0), knn=at_least(0), knn_k=at_least(1),
-              knn_reference=at_least(1), top_k=at_least(1), power=above(0))
+              knn_reference=at_least(1), knn_lists=at_least(0), knn_probe=at_least(1), top_k=at_least(1),
+              power=above(0))
         if self.text + self.query + self.knn <= 0:
             raise InvalidValue("text", self.text, "text + query + knn must be > 0 (the label weights' components)")
 

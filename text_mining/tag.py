@@ -20,6 +20,7 @@ from webtag.atomic import atomic_dir
 from . import schema
 from .config import TextMiningConfig
 from .embed import load_word_vectors, word_matrix
+from .knn import load_centroids
 from .layout import Layout, OutputMismatch
 from .spill import budget_rows
 from .weights import LabelWeighter, csr_from_lists
@@ -35,12 +36,17 @@ def load_weighter(vocab_dir: Path, cfg: TextMiningConfig) -> tuple[dict, LabelWe
     nb = pq.read_table(vocab_dir / "class_neighbours.parquet").to_pydict()
     kv = load_word_vectors(vocab_dir)   # no pickle: a legacy word2vec.kv is refused
     ref = np.load(vocab_dir / "knn_reference.npz", allow_pickle=False)
+    w = cfg.weights
+    centroids = None
+    if w.knn and w.knn_search == "ivf" and len(ref["index"]):
+        centroids = load_centroids(vocab_dir, ref["embeddings"].shape[1])
     weighter = LabelWeighter(
         cfg.weights,
         keyword_table=csr_from_lists(table["class_ids"], table["scores"], n_classes),
         neighbours=csr_from_lists(nb["class_ids"], nb["scores"], n_classes),
         keyword_vectors=word_matrix(kv, vocab["keyword"]),
         ref_embeddings=ref["embeddings"], ref_index=ref["index"], ref_class=ref["class_id"],
+        centroids=centroids,
     )
     return dict(zip(vocab["keyword"], vocab["id"])), weighter
 

@@ -12,6 +12,7 @@ Writes ``_work/vocabulary/`` with
   ``wordnet_mix * WordNet(keyword, class) + (1 - wordnet_mix) * max(0, cos(v_keyword, v_class))``;
 - ``class_neighbours.parquet``: per class, its top-k WordNet neighbours (the query's neighbourhood);
 - ``knn_reference.npz``: text embeddings and classes of a sample of images (the KNN-label set);
+- ``knn_centroids.npy``: with weights.knn_search ivf, the search's coarse centroids (knn.py);
 - ``report.json``.
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ import pyarrow.parquet as pq
 
 from webtag.atomic import atomic_dir
 
-from . import schema
+from . import knn, schema
 from .config import TextMiningConfig, VocabularyConfig
 from .corpus import check_words, write_corpus
 from .embed import mean_embeddings, normalise_rows, save_word_vectors, train_word2vec, word_matrix
@@ -307,6 +308,10 @@ def build_vocabulary(root: str | Path, out: str | Path, cfg: TextMiningConfig) -
     t = time.perf_counter()
     ref_emb, ref_index, ref_class = knn_reference(parts, dict(zip(words, range(len(words)))), dropped,
                                                   cfg.weights.knn_reference, cfg.weights.seed, kw_vecs)
+    centroids = None   # ivf search: its coarse centroids, trained once here (text_mining/knn.py)
+    if cfg.weights.knn_search == "ivf" and len(ref_index):
+        centroids = knn.train_centroids(ref_emb, cfg.weights.knn_lists or knn.auto_lists(len(ref_index)),
+                                        cfg.weights.seed)
     timings["knn_reference"] = time.perf_counter() - t
 
     tagger = json.loads((parts[0] / "report.json").read_text())["tagger"]
@@ -334,6 +339,8 @@ def build_vocabulary(root: str | Path, out: str | Path, cfg: TextMiningConfig) -
         pq.write_table(pa.table({"index": dup_idx}), tmp / "duplicates.parquet")
         save_word_vectors(kv, tmp)
         np.savez(tmp / "knn_reference.npz", embeddings=ref_emb, index=ref_index, class_id=ref_class)
+        if centroids is not None:
+            knn.save_centroids(tmp, centroids)
         (tmp / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     log.info("vocabulary: %d keywords (of %d distinct), %d duplicates dropped, %.1fs",
              len(words), vocab_stats["distinct_keywords"], len(dup_idx), report["seconds"]["total"])

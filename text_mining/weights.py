@@ -21,18 +21,7 @@ import scipy.sparse as sp
 
 from .config import WeightsConfig
 from .embed import mean_embeddings
-
-
-def top_m(sims: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the positions and values of the m largest entries (in no particular order).
-    torch.topk when PyTorch is installed (~30x faster than numpy's argpartition on wide rows)."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency of webtag
-        pos = np.argpartition(-sims, m - 1, axis=1)[:, :m]
-        return pos, np.take_along_axis(sims, pos, axis=1)
-    val, pos = torch.topk(torch.from_numpy(np.ascontiguousarray(sims)), m, dim=1)
-    return pos.numpy().astype(np.int64), val.numpy()
+from .knn import NeighbourSearch
 
 
 def csr_from_lists(ids: list, scores: list, n_cols: int) -> sp.csr_matrix:
@@ -52,7 +41,7 @@ def sharpen(scores: np.ndarray, power: float) -> np.ndarray:
 class LabelWeighter:
     def __init__(self, cfg: WeightsConfig, keyword_table: sp.csr_matrix, neighbours: sp.csr_matrix,
                  keyword_vectors: np.ndarray, ref_embeddings: np.ndarray, ref_index: np.ndarray,
-                 ref_class: np.ndarray):
+                 ref_class: np.ndarray, centroids: np.ndarray | None = None):
         self.cfg = cfg
         self.table = keyword_table            # V x C
         self.neighbours = neighbours          # C x C
@@ -62,6 +51,13 @@ class LabelWeighter:
         self.ref_index = ref_index[order]
         self.ref_class = ref_class[order]
         self.n_classes = neighbours.shape[0]
+        self.search = None   # built on first use (knn weight > 0)
+        self.centroids = centroids
+
+    def neighbour_search(self) -> NeighbourSearch:
+        if self.search is None:
+            self.search = NeighbourSearch(self.ref, self.cfg.knn_search, self.centroids, self.cfg.knn_probe)
+        return self.search
 
     def text_scores(self, keyword_ids: list) -> sp.csr_matrix:
         lengths = np.fromiter((len(x) for x in keyword_ids), dtype=np.int64, count=len(keyword_ids))
@@ -69,71 +65,81 @@ class LabelWeighter:
         x = csr_from_lists(keyword_ids, [np.full(n, w) for n, w in zip(lengths, inv)], self.table.shape[0])
         return (x @ self.table).tocsr()
 
-    def knn_scores(self, keyword_ids: list, image_index: np.ndarray, block: int = 1024) -> sp.csr_matrix:
+    def knn_scores(self, keyword_ids: list, image_index: np.ndarray) -> sp.csr_matrix:
         """Class histogram of each image's knn_k nearest reference images (cosine of mean word
-        vectors), never counting the image itself. Neighbours depend only on the keyword set, so
-        they are searched once per distinct set in the batch."""
+        vectors; ties by reference position), never counting the image itself. Neighbours depend
+        only on the keyword set, so they are searched once per distinct set in the batch."""
         n, k = len(keyword_ids), self.cfg.knn_k
         n_ref = len(self.ref)
         if k == 0 or n_ref == 0:
             return sp.csr_matrix((n, self.n_classes))
         k = min(k, max(1, n_ref - 1))
+        has = np.fromiter((len(x) > 0 for x in keyword_ids), dtype=bool, count=n)
         sets: dict[tuple, int] = {}
-        inv = np.fromiter((sets.setdefault(tuple(sorted(x)), len(sets)) for x in keyword_ids),
-                          dtype=np.int64, count=n)
+        inv = np.zeros(n, dtype=np.int64)
+        inv[has] = [sets.setdefault(tuple(sorted(x)), len(sets)) for x in keyword_ids if x]
         emb = mean_embeddings([list(key) for key in sets], self.kw_vecs)
-        m = min(n_ref, k + 1 + 8)   # candidates: k, the image itself, and a margin for ties
-        cand_pos = np.empty((len(sets), m), dtype=np.int64)
-        cand_sim = np.empty((len(sets), m), dtype=np.float32)
-        for lo in range(0, len(sets), block):
-            sims = emb[lo: lo + block] @ self.ref.T
-            pos, val = top_m(sims, m)
-            cand_pos[lo: lo + len(pos)], cand_sim[lo: lo + len(pos)] = pos, val
-        # round away BLAS blocking noise, then break ties by reference position: the result does
-        # not depend on how images are batched into parts
-        cand_sim = np.round(cand_sim, 5)
+        pos, _ = self.neighbour_search().search(emb, k + 1)   # k, and one more if the image is among them
         own = np.searchsorted(self.ref_index, image_index)
         own_hit = (own < n_ref) & (self.ref_index[np.minimum(own, n_ref - 1)] == image_index)
-        rows, cols = [], []
-        for i in range(n):
-            if not keyword_ids[i]:
-                continue
-            u = inv[i]
-            pos, sim = cand_pos[u], cand_sim[u]
-            if own_hit[i]:
-                keep = pos != own[i]
-                pos, sim = pos[keep], sim[keep]
-            chosen = pos[np.lexsort((pos, -sim))[:k]]
-            rows.append(np.full(len(chosen), i))
-            cols.append(self.ref_class[chosen])
-        if not rows:
+        own = np.where(own_hit, own, -2)
+        cand = pos[inv[has]]                                   # images with keywords x (k + 1)
+        drop = (cand == own[has][:, None]) | (cand < 0)
+        first = np.argsort(drop, axis=1, kind="stable")[:, :k]   # the first k that stay, in order
+        chosen = np.take_along_axis(cand, first, axis=1)
+        ok = ~np.take_along_axis(drop, first, axis=1)
+        r = np.repeat(np.flatnonzero(has), k).reshape(-1, k)[ok]
+        c = self.ref_class[chosen[ok]].astype(np.int64)
+        if not len(r):
             return sp.csr_matrix((n, self.n_classes))
-        r = np.concatenate(rows)
-        c = np.concatenate(cols).astype(np.int64)
         return sp.csr_matrix((np.full(len(r), 1.0 / k), (r, c)), shape=(n, self.n_classes))
 
-    def weights(self, keyword_ids: list, class_ids: np.ndarray, image_index: np.ndarray):
-        """Per image: (class ids, weights), weight-descending, weights sum to 1."""
+    def weights_flat(self, keyword_ids: list, class_ids: np.ndarray, image_index: np.ndarray):
+        """(offsets, class ids, weights) of all images in one go: image i's labels are
+        ``[offsets[i], offsets[i + 1])``, weight-descending (ties: lower class id first), at most
+        top_k of them, the weights summing to 1; an image without any score keeps its noisy label."""
         cfg = self.cfg
-        score = cfg.query * self.neighbours[np.asarray(class_ids, dtype=np.int64)]
+        class_ids = np.asarray(class_ids, dtype=np.int64)
+        score = cfg.query * self.neighbours[class_ids]
         if cfg.text:
             score = score + cfg.text * self.text_scores(keyword_ids)
         if cfg.knn:
             score = score + cfg.knn * self.knn_scores(keyword_ids, np.asarray(image_index))
         score = sp.csr_matrix(score)
         score.sum_duplicates()
-        out_ids, out_w = [], []
-        for r in range(score.shape[0]):
-            lo, hi = score.indptr[r], score.indptr[r + 1]
-            cols, vals = score.indices[lo:hi], score.data[lo:hi]
-            keep = vals > 0
-            cols, vals = cols[keep], vals[keep]
-            order = np.lexsort((cols, -np.round(vals, 9)))[: cfg.top_k]
-            cols, vals = cols[order], vals[order]
-            if len(vals) == 0:  # no signal at all (query weight 0 and no text): the noisy label
-                cols, vals = np.asarray([class_ids[r]]), np.asarray([1.0])
-            w = sharpen(vals, cfg.power).astype(np.float32)
-            w /= w.sum(dtype=np.float64)
-            out_ids.append(cols.astype(np.int32))
-            out_w.append(w.astype(np.float32))
-        return out_ids, out_w
+        n = score.shape[0]
+        rows = np.repeat(np.arange(n), np.diff(score.indptr))
+        keep = score.data > 0
+        rows, cols, vals = rows[keep], score.indices[keep].astype(np.int64), score.data[keep]
+        order = np.lexsort((cols, -np.round(vals, 9), rows))
+        rows, cols, vals = rows[order], cols[order], vals[order]
+        counts = np.bincount(rows, minlength=n)
+        start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        top = np.arange(len(rows)) - start[rows] < cfg.top_k
+        rows, cols, vals = rows[top], cols[top], vals[top]
+        lengths = np.minimum(counts, cfg.top_k)
+        empty = np.flatnonzero(lengths == 0)
+        if len(empty):   # no signal at all (query weight 0 and no text): the noisy label
+            rows = np.concatenate([rows, empty])
+            cols = np.concatenate([cols, class_ids[empty]])
+            vals = np.concatenate([vals, np.ones(len(empty))])
+            o = np.argsort(rows, kind="stable")
+            cols, vals = cols[o], vals[o]
+            lengths[empty] = 1
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        # sharpen, one row length at a time: each row's sums then run over exactly its own
+        # values, as a loop over the rows would (the same float rounding)
+        powered = vals ** cfg.power
+        w = np.empty(len(vals), dtype=np.float32)
+        for length in np.unique(lengths):
+            idx = offsets[:-1][lengths == length][:, None] + np.arange(length)
+            p = powered[idx]
+            a = (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+            a /= a.sum(axis=1, dtype=np.float64, keepdims=True)
+            w[idx] = a
+        return offsets, cols.astype(np.int32), w
+
+    def weights(self, keyword_ids: list, class_ids: np.ndarray, image_index: np.ndarray):
+        """Per image: (class ids, weights), weight-descending, weights sum to 1."""
+        offsets, ids, w = self.weights_flat(keyword_ids, class_ids, image_index)
+        return np.split(ids, offsets[1:-1]), np.split(w, offsets[1:-1])

@@ -29,13 +29,15 @@ def test_weights_follow_the_formula():
     assert ids[0].tolist() == [0, 1] and weights[0] == pytest.approx(top / top.sum(), abs=1e-6)
 
 
-def test_knn_component_ignores_the_image_itself():
+@pytest.mark.parametrize("search", ["exact", "ivf"])
+def test_knn_component_ignores_the_image_itself(search):
     table = csr_from_lists([[0], [1]], [[1.0], [1.0]], 2)
     neighbours = csr_from_lists([[0], [1]], [[1.0], [1.0]], 2)
     ref = np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32)
-    cfg = WeightsConfig(text=0.0, query=0.0, knn=1.0, knn_k=2, power=1.0)
+    cfg = WeightsConfig(text=0.0, query=0.0, knn=1.0, knn_k=2, power=1.0, knn_search=search, knn_probe=1)
     w = LabelWeighter(cfg, table, neighbours, np.eye(2, dtype=np.float32), ref,
-                      np.array([5, 6, 7]), np.array([1, 1, 0], dtype=np.int32))
+                      np.array([5, 6, 7]), np.array([1, 1, 0], dtype=np.int32),
+                      centroids=np.array([[1, 0], [0, 1]], dtype=np.float32))
     # image 5 is reference row 0: its neighbours are rows 1 (class 1) and then 2 (class 0)
     ids, weights = w.weights([[0]], np.array([0]), np.array([5]))
     assert sorted(ids[0].tolist()) == [0, 1] and weights[0] == pytest.approx([0.5, 0.5])

@@ -1,0 +1,241 @@
+"""Nearest reference images of the LW-Set KNN component (weights.knn_search: ``exact`` | ``ivf``).
+
+Each image's unit mean word vector is compared with the KNN reference set (weights.knn_reference,
+up to 100k images) by inner product. An exact search costs ``2 d n_ref`` FLOPs per image (2e7 at
+100k): at 16M images that alone is more than the stage's whole CPU budget (issue 19), so the
+default is an inverted-file search (faiss ``IndexIVFFlat``): the reference vectors are split into
+``knn_lists`` clusters by coarse centroids trained once in the vocabulary step
+(:func:`train_centroids`, saved as ``knn_centroids.npy``, a plain float32 matrix), and an image
+scans only its ``knn_probe`` nearest lists. ``exact`` is faiss ``IndexFlatIP`` over the whole set.
+:func:`knn_recall` measures the recall of ivf against exact (bench/text_mining.py prints it).
+
+The result does not depend on how images are split into parts or batches:
+- identical reference vectors are one entry of the index; its images are expanded in position
+  order, so ties between copies are broken by reference position, not by faiss's heap;
+- faiss's float32 scores only pick candidates (``k + 1 + margin``); they are re-scored in float64
+  (products of float32 values are exact there; the sum's rounding is ~1e-16), rounded to 5
+  decimals, and ordered by (score descending, reference position ascending), as before;
+- the probed lists are picked the same way (float64 re-scores of the coarse candidates, ties by
+  centroid id), and every reference vector's list is its float64-nearest centroid;
+- a row whose candidate list might miss a tied or nearly tied entry (the last kept score is not
+  clearly above the last candidate's, float32 noise included), or where the probed lists held
+  too few vectors, is searched again exactly against the whole set (rare).
+
+Speed (tag step, 20k realistic records, 20k reference images, one core): the search was ~0.2 ms
+per image with a float32 matmul + torch.topk; see the module docs of weights.py for the figures.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CENTROIDS_FILE = "knn_centroids.npy"
+DECIMALS = 5                 # scores are compared rounded to this many decimals
+SCALE = 10 ** DECIMALS
+TOL = 1e-5                   # |float32 score - exact score| is far below this
+Q_TOP = 2 * SCALE + 2        # keys: (Q_TOP - rounded score) << 32 | id, smaller is better
+ID_BITS = 32
+ID_MASK = (1 << ID_BITS) - 1
+NONE = ID_MASK               # id of an empty slot (sorts last among equal scores)
+MARGIN = 8                   # extra candidates beyond the ones kept
+BLOCK = 1024                 # rows re-scored at a time (bounds the gathered candidate vectors)
+
+
+class CentroidsMissing(FileNotFoundError):
+    """weights.knn_search is ivf but the vocabulary folder has no (fitting) coarse centroids."""
+
+
+def auto_lists(n_ref: int) -> int:
+    """knn_lists 0: about 4 sqrt(n) lists, each with >= 39 training vectors (faiss's minimum)."""
+    return max(1, min(int(round(4 * math.sqrt(n_ref))), n_ref // 39))
+
+
+def train_centroids(ref: np.ndarray, n_lists: int, seed: int, iterations: int = 20) -> np.ndarray:
+    """Coarse centroids (n_lists x d, float32, unit rows) of the reference vectors: spherical
+    k-means (faiss), seeded, on the distinct vectors in their given order, with one thread
+    (faiss's per-centroid sums are in point order; one thread keeps the assignment BLAS calls the
+    same whatever the machine's thread count)."""
+    uniq = _distinct(np.ascontiguousarray(ref, dtype=np.float32))[0]
+    n_lists = max(1, min(n_lists, len(uniq)))
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        km = faiss.Kmeans(uniq.shape[1], n_lists, niter=iterations, seed=seed, spherical=True,
+                          max_points_per_centroid=256, verbose=False)
+        km.train(uniq)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return np.ascontiguousarray(km.centroids, dtype=np.float32)
+
+
+def save_centroids(folder: Path, centroids: np.ndarray) -> None:
+    np.save(Path(folder) / CENTROIDS_FILE, np.ascontiguousarray(centroids, dtype=np.float32), allow_pickle=False)
+
+
+def load_centroids(folder: Path, dim: int) -> np.ndarray:
+    """The vocabulary step's centroids; CentroidsMissing (one line) if absent or not fitting."""
+    path = Path(folder) / CENTROIDS_FILE
+    if not path.is_file():
+        raise CentroidsMissing(
+            f"{path} does not exist (a vocabulary folder from before weights.knn_search ivf): rerun the "
+            f"vocabulary step, or set weights.knn_search: exact")
+    c = np.load(path, allow_pickle=False)
+    if c.ndim != 2 or c.dtype != np.float32 or c.shape[1] != dim or not len(c):
+        raise CentroidsMissing(f"{path}: {c.shape} {c.dtype} are not float32 centroids of dimension {dim}: "
+                               f"rerun the vocabulary step")
+    return c
+
+
+def _distinct(x: np.ndarray):
+    """(distinct rows in order of first occurrence, the row -> distinct-row map)."""
+    if len(x) == 0:
+        return x, np.zeros(0, np.int64)
+    _, first, inv = np.unique(x, axis=0, return_index=True, return_inverse=True)
+    inv = inv.reshape(-1)
+    rank = np.empty(len(first), np.int64)
+    order = np.argsort(first, kind="stable")
+    rank[order] = np.arange(len(first))
+    return x[first[order]], rank[inv]
+
+
+def _rescore(x: np.ndarray, base: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """float64 inner products of each row of x with its candidate base rows (ids < 0: -inf)."""
+    out = np.empty(ids.shape, dtype=np.float64)
+    for lo in range(0, len(x), BLOCK):
+        i = ids[lo: lo + BLOCK]
+        g = base[np.maximum(i, 0)].astype(np.float64)
+        out[lo: lo + BLOCK] = np.einsum("nd,nmd->nm", x[lo: lo + BLOCK].astype(np.float64), g)
+    out[ids < 0] = -np.inf
+    return out
+
+
+def _keys(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    q = np.where(np.isfinite(scores), np.rint(np.nan_to_num(scores, neginf=0.0) * SCALE), -SCALE - 1)
+    ids = np.where(ids < 0, NONE, ids)
+    return ((Q_TOP - q.astype(np.int64)) << ID_BITS) | ids.astype(np.int64)
+
+
+def _bound(worst32: np.ndarray) -> np.ndarray:
+    """Key score part that a vector outside the candidates can at best reach."""
+    return Q_TOP - np.rint((worst32.astype(np.float64) + TOL) * SCALE).astype(np.int64)
+
+
+class NeighbourSearch:
+    """The reference set (unit rows, in reference-position order) as a faiss index."""
+
+    def __init__(self, ref: np.ndarray, method: str = "exact", centroids: np.ndarray | None = None,
+                 probe: int = 1):
+        ref = np.ascontiguousarray(ref, dtype=np.float32)
+        self.n_ref, self.dim = ref.shape
+        self.method = method
+        self.base, inv = _distinct(ref)          # distinct vectors; their images in position order
+        order = np.argsort(inv, kind="stable")
+        self.group_pos = order.astype(np.int64)
+        self.group_ptr = np.concatenate([[0], np.cumsum(np.bincount(inv, minlength=len(self.base)))])
+        self.group_len = np.diff(self.group_ptr)
+        self.base64 = self.base.astype(np.float64)
+        if method == "exact" or len(self.base) == 0:
+            self.method = "exact"
+            self.index = faiss.IndexFlatIP(self.dim)
+            self.index.add(self.base)
+            return
+        if centroids is None:
+            raise ValueError("ivf search needs the coarse centroids")
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        self.coarse = faiss.IndexFlatIP(self.dim)
+        self.coarse.add(self.centroids)
+        self.probe = max(1, min(probe, len(self.centroids)))
+        # each distinct vector's list: its nearest centroid in float64 (ties: lowest id)
+        lists = np.empty(len(self.base), np.int64)
+        c64 = self.centroids.astype(np.float64)
+        for lo in range(0, len(self.base), 8192):
+            lists[lo: lo + 8192] = np.argmax(self.base64[lo: lo + 8192] @ c64.T, axis=1)
+        # the quantizer is self.coarse: the Python object must outlive the index that uses it
+        self.index = faiss.IndexIVFFlat(self.coarse, self.dim, len(self.centroids), faiss.METRIC_INNER_PRODUCT)
+        self.index.is_trained = True
+        ids = np.arange(len(self.base), dtype=np.int64)   # named: swig_ptr does not keep it alive
+        self.index.add_core(len(self.base), faiss.swig_ptr(self.base), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
+        self.index.nprobe = self.probe
+
+    # -- candidates ---------------------------------------------------------------------------
+    def _probes(self, x: np.ndarray) -> np.ndarray:
+        """The knn_probe lists of each row: best float64 coarse scores, ties by centroid id."""
+        n_c = len(self.centroids)
+        m = min(n_c, self.probe + MARGIN)
+        d32, cand = self.coarse.search(x, m)
+        keys = _keys(_rescore(x, self.centroids, cand), cand)
+        keys.sort(axis=1)
+        top = keys[:, : self.probe]
+        if m < n_c:
+            unsure = np.flatnonzero((top[:, -1] >> ID_BITS) >= _bound(d32[:, -1]))
+            if len(unsure):
+                full = _keys(x[unsure].astype(np.float64) @ self.centroids.astype(np.float64).T,
+                             np.broadcast_to(np.arange(n_c), (len(unsure), n_c)))
+                full.sort(axis=1)
+                top[unsure] = full[:, : self.probe]
+        return (top & ID_MASK).astype(np.int64)
+
+    def _expand(self, x: np.ndarray, cand: np.ndarray, take: int) -> np.ndarray:
+        """Sorted keys of the best ``take`` reference positions among the candidate vectors."""
+        scores = _rescore(x, self.base, cand)
+        c = int(min(take, self.group_len[np.maximum(cand, 0)].max())) if cand.size else 1
+        j = np.arange(c)
+        safe = np.maximum(cand, 0)
+        slot = self.group_ptr[safe][..., None] + j
+        ok = (j < self.group_len[safe][..., None]) & (cand[..., None] >= 0)
+        pos = np.where(ok, self.group_pos[np.minimum(slot, len(self.group_pos) - 1)], -1)
+        sc = np.where(ok, scores[..., None], -np.inf)
+        keys = _keys(sc, pos).reshape(len(x), -1)
+        keys.sort(axis=1)
+        return keys[:, :take]
+
+    def _exact_rows(self, x: np.ndarray, take: int) -> np.ndarray:
+        """Sorted keys of the best ``take`` positions, against every reference vector (float64)."""
+        out = np.full((len(x), take), (Q_TOP + SCALE + 1) << ID_BITS | NONE, dtype=np.int64)
+        for r, row in enumerate(x.astype(np.float64)):
+            q = np.rint(self.base64 @ row * SCALE).astype(np.int64)
+            t = min(take, len(q))
+            cut = np.partition(q, len(q) - t)[len(q) - t]
+            ids = np.flatnonzero(q >= cut)
+            lo, n_take = self.group_ptr[ids], np.minimum(self.group_len[ids], take)
+            pos = np.concatenate([self.group_pos[a: a + b] for a, b in zip(lo, n_take)])
+            keys = np.sort(((Q_TOP - np.repeat(q[ids], n_take)) << ID_BITS) | pos)
+            out[r, : min(take, len(keys))] = keys[:take]
+        return out
+
+    def search(self, x: np.ndarray, take: int) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, rounded scores x 1e5) of the ``take`` best reference images of each row of
+        x (unit float32), ordered by score descending then position; position -1: no more."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if len(x) == 0 or len(self.base) == 0:
+            return np.full((len(x), take), -1, np.int64), np.zeros((len(x), take), np.int64)
+        m = min(len(self.base), take + MARGIN)
+        if self.method == "exact":
+            d32, cand = self.index.search(x, m)
+        else:
+            d32, cand = self.index.search_preassigned(x, m, self._probes(x), np.zeros((len(x), self.probe), np.float32))
+        keys = self._expand(x, cand, take)
+        if self.method == "exact":
+            unsure = (keys[:, -1] >> ID_BITS) >= _bound(d32[:, -1]) if m < len(self.base) else np.zeros(len(x), bool)
+        else:   # too few vectors in the probed lists
+            unsure = ((keys & ID_MASK) != NONE).sum(axis=1) < min(take, self.n_ref)
+        rows = np.flatnonzero(unsure)
+        if len(rows):
+            keys[rows] = self._exact_rows(x[rows], take)
+        pos = (keys & ID_MASK).astype(np.int64)
+        pos[pos == NONE] = -1
+        return pos, Q_TOP - (keys >> ID_BITS)
+
+
+def knn_recall(ivf: NeighbourSearch, exact: NeighbourSearch, x: np.ndarray, k: int) -> float:
+    """Share of the exact k nearest reference images (by position) that ivf also returns."""
+    a, _ = ivf.search(x, k)
+    b, _ = exact.search(x, k)
+    hit = sum(len(set(r[r >= 0]) & set(e[e >= 0])) for r, e in zip(a, b))
+    return hit / max(1, int((b >= 0).sum()))
