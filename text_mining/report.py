@@ -21,8 +21,10 @@ def keyword_plot(df: np.ndarray, dropped_top: int, path: Path, kw_hist: np.ndarr
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     if len(df):
-        # one filled step patch, not a bar per keyword: 8.8k bars took 10 s of the merge step
-        a.stairs(df, np.arange(1, len(df) + 2), fill=True, color="#3b75af", linewidth=0)
+        # one filled step polygon, not a bar per keyword: 8.8k bars took 10 s of the merge step
+        # (and matplotlib's stairs patch 1.7 s at 26k keywords, fill_between 0.2 s)
+        a.fill_between(np.arange(1, len(df) + 2), np.append(df, df[-1]), step="post", color="#3b75af",
+                       linewidth=0)
     a.set_yscale("log")
     if len(df) > 100:
         a.set_xscale("log")
