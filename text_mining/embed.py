@@ -42,6 +42,16 @@ def load_word_vectors(folder: str | Path):
     """The word vectors that :func:`save_word_vectors` wrote, as gensim KeyedVectors (no pickle)."""
     from gensim.models import KeyedVectors
 
+    matrix, words = read_word_vectors(folder)
+    kv = KeyedVectors(vector_size=matrix.shape[1], dtype=np.float32)
+    if words:
+        kv.add_vectors(words, matrix)
+    return kv
+
+
+def read_word_vectors(folder: str | Path) -> tuple[np.ndarray, list[str]]:
+    """(matrix, words) of :func:`save_word_vectors`'s files, checked, without gensim (whose import
+    is ~1-3 s of a tag process)."""
     folder = Path(folder)
     vec_path, words_path = folder / VECTORS_FILE, folder / WORDS_FILE
     if not vec_path.is_file() or not words_path.is_file():
@@ -65,10 +75,7 @@ def load_word_vectors(folder: str | Path):
     if matrix.ndim != 2 or matrix.dtype != np.float32 or matrix.shape[0] != len(words):
         raise WordVectorsError(f"{vec_path}: a {len(words)} x d float32 matrix is needed (one row per word of "
                                f"{words_path.name}), got {matrix.shape} {matrix.dtype}")
-    kv = KeyedVectors(vector_size=matrix.shape[1], dtype=np.float32)
-    if words:
-        kv.add_vectors(words, matrix)
-    return kv
+    return matrix, words
 
 
 def stable_hash(text: str) -> int:

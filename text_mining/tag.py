@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +20,7 @@ from webtag.atomic import atomic_dir
 
 from . import schema
 from .config import TextMiningConfig
-from .embed import load_word_vectors, word_matrix
+from .embed import read_word_vectors, word_matrix
 from .knn import load_centroids
 from .layout import Layout, OutputMismatch
 from .spill import budget_rows
@@ -34,7 +35,8 @@ def load_weighter(vocab_dir: Path, cfg: TextMiningConfig) -> tuple[dict, LabelWe
     n_classes = pq.read_metadata(vocab_dir / schema.CLASSES_FILE).num_rows
     table = pq.read_table(vocab_dir / schema.KEYWORD_CLASSES_FILE).to_pydict()
     nb = pq.read_table(vocab_dir / "class_neighbours.parquet").to_pydict()
-    kv = load_word_vectors(vocab_dir)   # no pickle: a legacy word2vec.kv is refused
+    matrix, words = read_word_vectors(vocab_dir)   # no pickle: a legacy word2vec.kv is refused
+    kv = SimpleNamespace(vectors=matrix, vector_size=matrix.shape[1], key_to_index={w: i for i, w in enumerate(words)})
     ref = np.load(vocab_dir / "knn_reference.npz", allow_pickle=False)
     w = cfg.weights
     centroids = None

@@ -218,7 +218,8 @@ def test_tag_step_imports_no_torch(mined_v1, example_v1, tmp_path):
     out = _retag_copy(mined_v1, tmp_path / "again")
     code = ("import sys\nfrom tests.conftest import example_config\nfrom text_mining.tag import tag_part\n"
             f"r = tag_part({str(example_v1)!r}, {str(out)!r}, example_config(), 0, 1)\n"
-            "assert 'torch' not in sys.modules, 'torch imported'\nprint(r['images'])")
+            "assert 'torch' not in sys.modules, 'torch imported'\n"
+            "assert 'gensim' not in sys.modules, 'gensim imported'\nprint(r['images'])")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                          env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert res.returncode == 0, res.stderr
