@@ -137,3 +137,14 @@ def test_ok_isalpha_shortcut_is_exact():
             continue
         word = "x" + c
         assert filt.ok(word) == ok_reference(word), hex(cp)
+
+
+def test_keywords_cache_by_token_as_written(wn, vocabulary):
+    filt = WordNetLexiconFilter(KeywordConfig(tagger="wordnet"), wn)
+    rng = random.Random(5)
+    words = rng.sample(vocabulary, 300) + misspellings(vocabulary, 300, seed=6)
+    tokens = [rng.choice([w, w.upper(), w.title(), w + "'S"]) for w in words for _ in range(3)]
+    expected = [kw for kw in (decide_reference(filt, t.lower()) for t in tokens) if kw is not None]
+    assert filt.keywords(tokens) == expected and filt.keywords(tokens) == expected
+    assert filt.keywords(["Dogs", "DOGS", "dogs", "running"]) == ["dog", "dog", "dog"]
+    assert set(filt.cache) == {t.lower() for t in tokens} | {"dogs", "running"}
