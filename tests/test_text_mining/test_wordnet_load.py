@@ -37,3 +37,18 @@ def test_unexpected_index_line_gets_nltks_error(wn, tmp_path, monkeypatch):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The multilingual functions")
             type(wn)(FileSystemPathPointer(str(folder)), None)
+
+
+def test_tagged_senses_equal_a_plain_parse(wn):
+    from text_mining.keywords import _SS_POS, tagged_senses
+    from text_mining.wordnet import read_lines
+    counts = {key: int(cnt) for key, _num, cnt in (line.split() for line in read_lines(wn, "cntlist.rev"))
+              if cnt != "0"}
+    expected = {}
+    for line in read_lines(wn, "index.sense"):
+        key, off = line.split(maxsplit=2)[:2]
+        if counts.get(key):
+            name, rest = key.split("%", 1)
+            expected.setdefault((_SS_POS[rest[0]], int(off)), []).append((name, counts[key]))
+    assert tagged_senses(wn) == expected and len(expected) > 20000
+    assert list(tagged_senses(wn)) == list(expected)
