@@ -295,7 +295,7 @@ def build_vocabulary(root: str | Path, out: str | Path, cfg: TextMiningConfig) -
     chunk = 512
     for lo in range(0, len(words), chunk):
         block = words[lo: lo + chunk]
-        wn_rows = np.stack([sim.word_row(wn.synsets(w, "n")[: cfg.weights.max_senses]) for w in block]) \
+        wn_rows = np.stack([sim.word_row(tax.noun_senses(w)[: cfg.weights.max_senses]) for w in block]) \
             if block else np.zeros((0, len(class_syn)), np.float32)
         vec_rows = np.clip(kw_vecs[lo: lo + chunk] @ class_vecs.T, 0.0, 1.0)
         ids, scores = top_k_rows(mix * wn_rows + (1.0 - mix) * vec_rows, cfg.weights.table_top_k)

@@ -48,3 +48,26 @@ def test_top_k_rows():
     assert ids[0].tolist() == [1, 2] and scores[0].tolist() == pytest.approx([0.9, 0.5])
     assert ids[1].tolist() == []
     assert ids[2][0] == 2 and len(ids[2]) == 2
+
+
+def test_offsets_from_the_data_file_equal_nltks_synsets(wn):
+    """The taxonomy reads senses and parents without NLTK's Synsets: the same offsets, and the
+    same rows as through NLTK's reader (WordNet not in a folder) and as from Synset objects."""
+    rng = random.Random(3)
+    words = ["dog", "dogs", "geese", "mice", "einstein", "hot_dog", "bank", "nonexistentword", "Dog"]
+    words += rng.sample(sorted(wn._lemma_pos_offset_map), 300)
+    tax = Taxonomy(wn)
+    for w in words:
+        assert tax.noun_senses(w) == [s.offset() for s in wn.synsets(w, "n")], w
+    nouns = rng.sample(sorted(wn.all_synsets("n"), key=lambda s: s.offset()), 300)
+    for s in nouns + [wn.synset("einstein.n.01"), wn.synset("entity.n.01")]:
+        assert sorted(tax.parents(s.offset())) == sorted(p.offset() for p in s.hypernyms() + s.instance_hypernyms())
+    classes = nouns[:60]
+    fast = ClassSimilarity(tax, classes, "wup")
+    slow_tax = Taxonomy(wn)
+    slow_tax._data = None                 # as for a WordNet that is not a folder on disk
+    slow = ClassSimilarity(slow_tax, classes, "wup")
+    offsets = [tax.noun_senses(w)[:3] for w in words[:80]]
+    got = np.stack([fast.word_row(o) for o in offsets])
+    assert np.array_equal(got, np.stack([slow.word_row(o) for o in offsets]))
+    assert np.array_equal(got, np.stack([fast.word_row(wn.synsets(w, "n")[:3]) for w in words[:80]]))
