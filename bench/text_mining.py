@@ -15,7 +15,9 @@ records/s/core end to end on realistic text.
 
 Baseline, measured in the same run on the same records: a plain per-record pipeline (tokenize,
 filter, lemmatise every token occurrence afresh, no caches), and the same with webtag's
-per-distinct-token cache, with the distinct-token count and the cache's hit rate.
+per-distinct-token cache, with the distinct-token count and the cache's hit rate. Also in the same
+run: the recall@knn_k of the tag step's ivf KNN search against exact search on 2000 tagged images
+(bench/knn_recall.py).
 
 ``--rss-per-step`` runs each step in a fresh (spawned) process, as ``python -m text_mining STEP``
 does on a cluster, and prints its peak resident memory (ru_maxrss of that process, and of its
@@ -57,6 +59,7 @@ from webvision_example import make_example  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
 from realistic_text import realistic_release  # noqa: E402
+from knn_recall import describe as describe_knn, knn_figure  # noqa: E402
 
 
 class UncachedLexicon(WordNetLexiconFilter):
@@ -195,6 +198,8 @@ def main() -> None:
     total, total_cpu = time.perf_counter() - t0, cpu_seconds() - c0
     base_uncached, base_cached, tokens, distinct = baseline_rate(root, cfg, args.baseline_records)
     corpus_keywords = distinct_keywords(out)
+    # the tag step's KNN search: recall of ivf against exact, same run, same data (bench/knn_recall.py)
+    knn_fig = knn_figure(out, cfg)
 
     print(f"\n{n} records ({args.text} text), {workers} worker processes x "
           f"{threads_per_worker(workers)} threads on {os.cpu_count()} cores, tagger {report['tagger']}, "
@@ -220,13 +225,14 @@ def main() -> None:
           f"plain per-occurrence pipeline {base_uncached:.0f} rec/s, with the token cache {base_cached:.0f} rec/s "
           f"({base_cached / base_uncached:.1f}x); end to end per CPU-second vs the plain pipeline: "
           f"{e2e / base_uncached:.2f}x")
+    print(describe_knn(knn_fig))
     if args.json:
         Path(args.json).write_text(json.dumps({
             "records": n, "text": args.text, "workers": workers, "seconds": steps, "cpu_seconds": cpu,
             "total_seconds": total, "total_cpu_seconds": total_cpu, "records_per_cpu_second": e2e,
             "baseline_uncached": base_uncached, "baseline_cached": base_cached, "tokens": tokens,
             "distinct_tokens": distinct, "cache_hit_rate": 1 - distinct / max(tokens, 1),
-            "distinct_keywords": corpus_keywords, "peak_rss_bytes": rss}, indent=1))
+            "distinct_keywords": corpus_keywords, "peak_rss_bytes": rss, "knn_search": knn_fig}, indent=1))
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
 

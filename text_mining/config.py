@@ -109,8 +109,8 @@ class WeightsConfig:
     # knn_lists clusters of the reference set (coarse centroids trained in the vocabulary step);
     # exact compares with every reference image (2e7 FLOPs an image at 100k)
     knn_search: Literal["ivf", "exact"] = "ivf"
-    knn_lists: int = 0                    # ivf clusters; 0: about 4 sqrt(reference size)
-    knn_probe: int = 16                   # ivf clusters scanned per image
+    knn_lists: int = 0                    # ivf clusters; 0: about 2 sqrt(reference size), 632 at 100k
+    knn_probe: int = 48                   # ivf clusters scanned per image
     top_k: int = 10                       # label weights kept per image
     power: float = 4.0                    # sharpening: weights proportional to score ** power
     seed: int = 0

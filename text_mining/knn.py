@@ -1,13 +1,20 @@
-"""Nearest reference images of the LW-Set KNN component (weights.knn_search: ``exact`` | ``ivf``).
+"""Nearest reference images of the LW-Set KNN component (weights.knn_search: ``ivf`` | ``exact``).
 
 Each image's unit mean word vector is compared with the KNN reference set (weights.knn_reference,
 up to 100k images) by inner product. An exact search costs ``2 d n_ref`` FLOPs per image (2e7 at
 100k): at 16M images that alone is more than the stage's whole CPU budget (issue 19), so the
-default is an inverted-file search (faiss ``IndexIVFFlat``): the reference vectors are split into
-``knn_lists`` clusters by coarse centroids trained once in the vocabulary step
-(:func:`train_centroids`, saved as ``knn_centroids.npy``, a plain float32 matrix), and an image
-scans only its ``knn_probe`` nearest lists. ``exact`` is faiss ``IndexFlatIP`` over the whole set.
-:func:`knn_recall` measures the recall of ivf against exact (bench/text_mining.py prints it).
+default is an inverted-file search: the reference vectors are split into ``knn_lists`` clusters
+by coarse centroids trained once in the vocabulary step (:func:`train_centroids`, faiss k-means,
+saved as ``knn_centroids.npy``, a plain float32 matrix), and an image is compared only with the
+vectors of its ``knn_probe`` nearest clusters. ``exact`` is faiss ``IndexFlatIP`` over the whole
+set. :func:`knn_recall` measures ivf's recall against exact (bench/text_mining.py prints it).
+
+Speed (hand-written, measured): faiss's ``IndexIVFFlat`` scans a list once per image, one vector
+at a time (~340 us CPU an image at 100k reference images, 632 lists, 32 probed); here a batch's
+images are grouped by the lists they probe, each list is scored once for all of them with one
+float32 matrix product, and the scores go into faiss's per-image heaps (78 us, the same
+candidates). Everything runs on one thread (:func:`one_thread`): on two, the threads' start and
+wait around the many small calls cost more than the work (470 us). Exact search: ~310 us.
 
 The result does not depend on how images are split into parts or batches:
 - identical reference vectors are one entry of the index; its images are expanded in position
@@ -15,19 +22,18 @@ The result does not depend on how images are split into parts or batches:
 - faiss's float32 scores only pick candidates (``k + 1 + margin``); they are re-scored in float64
   (products of float32 values are exact there; the sum's rounding is ~1e-16), rounded to 5
   decimals, and ordered by (score descending, reference position ascending), as before;
-- the probed lists are picked the same way (float64 re-scores of the coarse candidates, ties by
-  centroid id), and every reference vector's list is its float64-nearest centroid;
-- a row whose candidate list might miss a tied or nearly tied entry (the last kept score is not
-  clearly above the last candidate's, float32 noise included), or where the probed lists held
-  too few vectors, is searched again exactly against the whole set (rare).
-
-Speed (tag step, 20k realistic records, 20k reference images, one core): the search was ~0.2 ms
-per image with a float32 matmul + torch.topk; see the module docs of weights.py for the figures.
+- the probed lists are picked by float64 scores too, and every reference vector's list is its
+  float64-nearest centroid;
+- a row whose candidates might miss a tied or nearly tied vector (the last kept score is not
+  clearly above the last candidate's, float32 noise included) is searched again exactly among
+  the vectors it may see (all of them, or those of its probed lists); one whose probed lists
+  hold too few images is searched against the whole set (both rare).
 """
 from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 from pathlib import Path
 
 import faiss
@@ -52,8 +58,24 @@ class CentroidsMissing(FileNotFoundError):
 
 
 def auto_lists(n_ref: int) -> int:
-    """knn_lists 0: about 4 sqrt(n) lists, each with >= 39 training vectors (faiss's minimum)."""
-    return max(1, min(int(round(4 * math.sqrt(n_ref))), n_ref // 39))
+    """knn_lists 0: about 2 sqrt(n) lists, each with >= 39 training vectors (faiss's minimum)."""
+    return max(1, min(int(round(2 * math.sqrt(n_ref))), n_ref // 39))
+
+
+@contextmanager
+def one_thread():
+    """faiss, OpenMP and BLAS on one thread (the search and k-means run many small calls: on two
+    threads each call's start and the threads' waiting between calls cost more than the work:
+    ivf search at 100k reference images, 632 lists, 32 probed: 470 us CPU an image on two
+    threads, 78 on one)."""
+    from threadpoolctl import threadpool_limits
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        faiss.omp_set_num_threads(threads)
 
 
 def train_centroids(ref: np.ndarray, n_lists: int, seed: int, iterations: int = 20) -> np.ndarray:
@@ -63,14 +85,10 @@ def train_centroids(ref: np.ndarray, n_lists: int, seed: int, iterations: int = 
     same whatever the machine's thread count)."""
     uniq = _distinct(np.ascontiguousarray(ref, dtype=np.float32))[0]
     n_lists = max(1, min(n_lists, len(uniq)))
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
+    with one_thread():
         km = faiss.Kmeans(uniq.shape[1], n_lists, niter=iterations, seed=seed, spherical=True,
                           max_points_per_centroid=256, verbose=False)
         km.train(uniq)
-    finally:
-        faiss.omp_set_num_threads(threads)
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
 
 
@@ -148,38 +166,37 @@ class NeighbourSearch:
         if centroids is None:
             raise ValueError("ivf search needs the coarse centroids")
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
-        self.coarse = faiss.IndexFlatIP(self.dim)
-        self.coarse.add(self.centroids)
+        self.centroids64 = self.centroids.astype(np.float64)
         self.probe = max(1, min(probe, len(self.centroids)))
         # each distinct vector's list: its nearest centroid in float64 (ties: lowest id)
         lists = np.empty(len(self.base), np.int64)
-        c64 = self.centroids.astype(np.float64)
         for lo in range(0, len(self.base), 8192):
-            lists[lo: lo + 8192] = np.argmax(self.base64[lo: lo + 8192] @ c64.T, axis=1)
-        # the quantizer is self.coarse: the Python object must outlive the index that uses it
-        self.index = faiss.IndexIVFFlat(self.coarse, self.dim, len(self.centroids), faiss.METRIC_INNER_PRODUCT)
-        self.index.is_trained = True
-        ids = np.arange(len(self.base), dtype=np.int64)   # named: swig_ptr does not keep it alive
-        self.index.add_core(len(self.base), faiss.swig_ptr(self.base), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
-        self.index.nprobe = self.probe
+            lists[lo: lo + 8192] = np.argmax(self.base64[lo: lo + 8192] @ self.centroids64.T, axis=1)
+        # one exact (BLAS) index per list: a batch's images are grouped by the lists they probe,
+        # and each list is searched once for all of them (see the module docs for why)
+        order = np.argsort(lists, kind="stable")
+        ptr = np.searchsorted(lists[order], np.arange(len(self.centroids) + 1))
+        self.list_ids = [order[a:b] for a, b in zip(ptr[:-1], ptr[1:])]
+        self.list_positions = np.array([int(self.group_len[ids].sum()) for ids in self.list_ids], dtype=np.int64)
+        self.list_sizes = np.array([len(ids) for ids in self.list_ids], dtype=np.int64)
+        self.list_vectors = [np.ascontiguousarray(self.base[ids]) for ids in self.list_ids]
 
     # -- candidates ---------------------------------------------------------------------------
     def _probes(self, x: np.ndarray) -> np.ndarray:
-        """The knn_probe lists of each row: best float64 coarse scores, ties by centroid id."""
+        """The knn_probe lists of each row: the best coarse scores, computed in float64 (their
+        rounding, ~1e-16, never decides between two centroids in practice) and selected in
+        float32 by faiss's heaps (numpy's argpartition took 4x longer)."""
         n_c = len(self.centroids)
-        m = min(n_c, self.probe + MARGIN)
-        d32, cand = self.coarse.search(x, m)
-        keys = _keys(_rescore(x, self.centroids, cand), cand)
-        keys.sort(axis=1)
-        top = keys[:, : self.probe]
-        if m < n_c:
-            unsure = np.flatnonzero((top[:, -1] >> ID_BITS) >= _bound(d32[:, -1]))
-            if len(unsure):
-                full = _keys(x[unsure].astype(np.float64) @ self.centroids.astype(np.float64).T,
-                             np.broadcast_to(np.arange(n_c), (len(unsure), n_c)))
-                full.sort(axis=1)
-                top[unsure] = full[:, : self.probe]
-        return (top & ID_MASK).astype(np.int64)
+        if self.probe >= n_c:
+            return np.broadcast_to(np.arange(n_c), (len(x), n_c)).copy()
+        scores = np.ascontiguousarray(x.astype(np.float64) @ self.centroids64.T, dtype=np.float32)
+        d = np.empty((len(x), self.probe), dtype=np.float32)
+        ids = np.empty((len(x), self.probe), dtype=np.int64)
+        heaps = faiss.float_minheap_array_t()   # keeps the largest
+        heaps.nh, heaps.k, heaps.val, heaps.ids = len(x), self.probe, faiss.swig_ptr(d), faiss.swig_ptr(ids)
+        heaps.heapify()
+        heaps.addn(n_c, faiss.swig_ptr(scores))
+        return ids
 
     def _expand(self, x: np.ndarray, cand: np.ndarray, take: int) -> np.ndarray:
         """Sorted keys of the best ``take`` reference positions among the candidate vectors."""
@@ -195,36 +212,83 @@ class NeighbourSearch:
         keys.sort(axis=1)
         return keys[:, :take]
 
-    def _exact_rows(self, x: np.ndarray, take: int) -> np.ndarray:
-        """Sorted keys of the best ``take`` positions, against every reference vector (float64)."""
+    def _ivf_candidates(self, x: np.ndarray, probes: np.ndarray, m: int):
+        """(float32 scores, ids) of each row's m best vectors in its probed lists, best first, and
+        whether that is every vector of those lists. Each list is scored once for all the rows
+        that probe it (one float32 matrix product) and pushed into the rows' faiss heaps."""
+        n, p = probes.shape
+        flat = probes.ravel()
+        order = np.argsort(flat, kind="stable")
+        ptr = np.searchsorted(flat[order], np.arange(len(self.list_vectors) + 1))
+        d = np.empty((n, m), dtype=np.float32)
+        ids = np.empty((n, m), dtype=np.int64)
+        heaps = faiss.float_minheap_array_t()   # keeps the m largest
+        heaps.nh, heaps.k, heaps.val, heaps.ids = n, m, faiss.swig_ptr(d), faiss.swig_ptr(ids)
+        heaps.heapify()
+        self._push(x, heaps, order, ptr, p)
+        heaps.reorder()
+        every = self.list_sizes[probes].sum(axis=1) <= m
+        return d, ids, every
+
+    def _push(self, x, heaps, order, ptr, p) -> None:
+        for lst in np.flatnonzero(np.diff(ptr)):
+            members = self.list_ids[lst]
+            if not len(members):
+                continue
+            rows = np.ascontiguousarray(order[ptr[lst]: ptr[lst + 1]] // p, dtype=np.int64)
+            scores = np.ascontiguousarray(x[rows] @ self.list_vectors[lst].T)
+            heaps.addn_query_subset_with_ids(len(rows), faiss.swig_ptr(rows), len(members), faiss.swig_ptr(scores),
+                                             faiss.swig_ptr(members), 0)
+
+    def _exact_rows(self, x: np.ndarray, take: int, among: list | None = None) -> np.ndarray:
+        """Sorted keys of the best ``take`` positions (float64) against every reference vector,
+        or against the vectors ``among[r]`` for row r."""
         out = np.full((len(x), take), (Q_TOP + SCALE + 1) << ID_BITS | NONE, dtype=np.int64)
         for r, row in enumerate(x.astype(np.float64)):
-            q = np.rint(self.base64 @ row * SCALE).astype(np.int64)
+            base_ids = np.arange(len(self.base)) if among is None else among[r]
+            if not len(base_ids):
+                continue
+            q = np.rint(self.base64[base_ids] @ row * SCALE).astype(np.int64)
             t = min(take, len(q))
             cut = np.partition(q, len(q) - t)[len(q) - t]
-            ids = np.flatnonzero(q >= cut)
+            sel = np.flatnonzero(q >= cut)
+            ids = base_ids[sel]
             lo, n_take = self.group_ptr[ids], np.minimum(self.group_len[ids], take)
             pos = np.concatenate([self.group_pos[a: a + b] for a, b in zip(lo, n_take)])
-            keys = np.sort(((Q_TOP - np.repeat(q[ids], n_take)) << ID_BITS) | pos)
+            keys = np.sort(((Q_TOP - np.repeat(q[sel], n_take)) << ID_BITS) | pos)
             out[r, : min(take, len(keys))] = keys[:take]
         return out
 
     def search(self, x: np.ndarray, take: int) -> tuple[np.ndarray, np.ndarray]:
+        """See :meth:`_search`, run on one thread (:func:`one_thread`)."""
+        with one_thread():
+            return self._search(x, take)
+
+    def _search(self, x: np.ndarray, take: int) -> tuple[np.ndarray, np.ndarray]:
         """(positions, rounded scores x 1e5) of the ``take`` best reference images of each row of
-        x (unit float32), ordered by score descending then position; position -1: no more."""
+        x (unit float32), ordered by score descending then position; position -1: no more.
+        exact: over the whole reference set; ivf: over the vectors of the row's probed lists."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if len(x) == 0 or len(self.base) == 0:
             return np.full((len(x), take), -1, np.int64), np.zeros((len(x), take), np.int64)
         m = min(len(self.base), take + MARGIN)
         if self.method == "exact":
             d32, cand = self.index.search(x, m)
+            every = np.full(len(x), m == len(self.base))
         else:
-            d32, cand = self.index.search_preassigned(x, m, self._probes(x), np.zeros((len(x), self.probe), np.float32))
+            probes = self._probes(x)
+            d32, cand, every = self._ivf_candidates(x, probes, m)
         keys = self._expand(x, cand, take)
-        if self.method == "exact":
-            unsure = (keys[:, -1] >> ID_BITS) >= _bound(d32[:, -1]) if m < len(self.base) else np.zeros(len(x), bool)
-        else:   # too few vectors in the probed lists
-            unsure = ((keys & ID_MASK) != NONE).sum(axis=1) < min(take, self.n_ref)
+        worst = np.where(cand[:, -1] >= 0, d32[:, -1], 0.0)   # no m-th candidate: every is true
+        # a vector outside the candidates might tie with or beat the last one kept: search exactly
+        unsure = ~every & ((keys[:, -1] >> ID_BITS) >= _bound(worst))
+        if self.method == "ivf":   # too few images in the probed lists: the whole set
+            few = self.list_positions[probes].sum(axis=1) < min(take, self.n_ref)
+            rows = np.flatnonzero(unsure & ~few)
+            if len(rows):
+                keys[rows] = self._exact_rows(x[rows], take, [np.concatenate([self.list_ids[lst] for lst in probes[r]])
+                                                             for r in rows])
+            unsure = few
         rows = np.flatnonzero(unsure)
         if len(rows):
             keys[rows] = self._exact_rows(x[rows], take)

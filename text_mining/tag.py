@@ -60,12 +60,15 @@ TAG_ROW_BYTES = 16_384
 
 def tag_batch(ext: dict, dropped: set, keyword_id: dict, weighter: LabelWeighter, release, tags: dict):
     """One batch of a part's extract rows (a column dict) -> (its images table, keyword ids per
-    image, the rank of the image's own class in its labels (-1: absent), its top label weight)."""
+    image, the rank of the image's own class in its labels (-1: absent), its top label weight).
+    The label lists go to Arrow as one flat array and offsets (weights_flat), not as a Python
+    list of arrays per image."""
     keep = [i for i, idx in enumerate(ext["index"]) if idx not in dropped]
     kw_ids = [[keyword_id[k] for k in ext["keywords"][i] if k in keyword_id] for i in keep]
     class_ids = np.asarray([ext["class_id"][i] for i in keep], dtype=np.int32)
     index = np.asarray([ext["index"][i] for i in keep], dtype=np.int64)
-    label_ids, label_w = weighter.weights(kw_ids, class_ids, index)
+    offsets, label_ids, label_w = weighter.weights_flat(kw_ids, class_ids, index)
+    offsets32 = pa.array(offsets.astype(np.int32), pa.int32())
     sources = [ext["source"][i] for i in keep]
     qids = [ext["query_id"][i] for i in keep]
     table = pa.table({
@@ -77,12 +80,15 @@ def tag_batch(ext: dict, dropped: set, keyword_id: dict, weighter: LabelWeighter
         "query": [release.query_text(s, q) for s, q in zip(sources, qids)],
         "class_id": class_ids,
         "keyword_ids": kw_ids,
-        "label_ids": label_ids,
-        "label_weights": label_w,
+        "label_ids": pa.ListArray.from_arrays(offsets32, pa.array(label_ids, pa.int32())),
+        "label_weights": pa.ListArray.from_arrays(offsets32, pa.array(label_w, pa.float32())),
     }, schema=schema.with_metadata(schema.IMAGES, **tags))
     n_kw = np.fromiter((len(x) for x in kw_ids), dtype=np.int64, count=len(kw_ids))
-    own_rank = [list(ids).index(c) if c in ids else -1 for ids, c in zip(label_ids, class_ids)]
-    top1 = np.fromiter((float(w[0]) for w in label_w), dtype=np.float64, count=len(label_w))
+    rows = np.repeat(np.arange(len(class_ids)), np.diff(offsets))
+    hit = np.flatnonzero(label_ids == class_ids[rows])      # a class appears once in an image's labels
+    own_rank = np.full(len(class_ids), -1, dtype=np.int64)
+    own_rank[rows[hit]] = hit - offsets[rows[hit]]
+    top1 = label_w[offsets[:-1]].astype(np.float64)
     return table, n_kw, own_rank, top1
 
 
@@ -123,8 +129,8 @@ def tag_part(root: str | Path, out: str | Path, cfg: TextMiningConfig, part: int
                 stats["images"] += table.num_rows
                 stats["with_keywords"] += int((n_kw > 0).sum())
                 stats["keyword_ids"] += int(n_kw.sum())
-                stats["own_class_top1"] += int(sum(r == 0 for r in own_rank))
-                stats["own_class_top5"] += int(sum(0 <= r < 5 for r in own_rank))
+                stats["own_class_top1"] += int((own_rank == 0).sum())
+                stats["own_class_top5"] += int(((own_rank >= 0) & (own_rank < 5)).sum())
                 top1.append(w1)
             if not wrote:
                 writer.write_table(writer.schema.empty_table())

@@ -81,7 +81,7 @@ def test_centroids_are_seeded_and_the_same_with_more_threads():
     faiss.omp_set_num_threads(before)
     assert a.dtype == np.float32 and a.shape == (16, ref.shape[1]) and (a == b).all()
     assert not (knn.train_centroids(ref, 16, seed=6) == a).all()
-    assert knn.auto_lists(100_000) == 1265 and knn.auto_lists(100) == 2 and knn.auto_lists(5) == 1
+    assert knn.auto_lists(100_000) == 632 and knn.auto_lists(100) == 2 and knn.auto_lists(5) == 1
 
 
 # ---- the weighter against the per-image loops it replaced -----------------------------------
