@@ -51,6 +51,7 @@ ID_MASK = (1 << ID_BITS) - 1
 NONE = ID_MASK               # id of an empty slot (sorts last among equal scores)
 MARGIN = 8                   # extra candidates beyond the ones kept
 BLOCK = 1024                 # rows re-scored at a time (bounds the gathered candidate vectors)
+CHUNK = 8192                 # rows searched at a time
 
 
 class CentroidsMissing(FileNotFoundError):
@@ -260,9 +261,13 @@ class NeighbourSearch:
         return out
 
     def search(self, x: np.ndarray, take: int) -> tuple[np.ndarray, np.ndarray]:
-        """See :meth:`_search`, run on one thread (:func:`one_thread`)."""
-        with one_thread():
-            return self._search(x, take)
+        """See :meth:`_search`, run on one thread (:func:`one_thread`), CHUNK rows at a time (the
+        coarse scores are CHUNK x knn_lists float64)."""
+        if len(x) <= CHUNK:
+            with one_thread():
+                return self._search(x, take)
+        parts = [self.search(x[lo: lo + CHUNK], take) for lo in range(0, len(x), CHUNK)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _search(self, x: np.ndarray, take: int) -> tuple[np.ndarray, np.ndarray]:
         """(positions, rounded scores x 1e5) of the ``take`` best reference images of each row of

@@ -53,7 +53,7 @@ def _ivf(ref, lists=32, probe=8):
     return knn.NeighbourSearch(ref, "ivf", knn.train_centroids(ref, lists, seed=0), probe)
 
 
-def test_ivf_recall_is_high_and_results_do_not_depend_on_batches():
+def test_ivf_recall_is_high_and_results_do_not_depend_on_batches(monkeypatch):
     rng = np.random.default_rng(1)
     ref = _clustered(rng, 3000)
     x = _clustered(np.random.default_rng(2), 500)
@@ -65,6 +65,8 @@ def test_ivf_recall_is_high_and_results_do_not_depend_on_batches():
     back = np.argsort(perm)
     for got, want in zip((np.concatenate([p[i] for p in parts])[back] for i in (0, 1)), whole):
         assert (got == want).all()
+    monkeypatch.setattr(knn, "CHUNK", 64)   # searched 64 rows at a time
+    assert all((a == b).all() for a, b in zip(ivf.search(x, 11), whole))
     # another build from the same centroids (another tag part) is the same index
     again = knn.NeighbourSearch(ref, "ivf", ivf.centroids, 8)
     assert (again.search(x, 11)[0] == whole[0]).all()
