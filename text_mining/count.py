@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
@@ -46,12 +47,22 @@ COUNTS_SCHEMA = pa.schema([("keyword", pa.string()), ("count", pa.int64()), ("df
 COUNT_ROW_BYTES = 4096
 
 
-def _flush(writer: pq.ParquetWriter, cols: dict, extract_schema: pa.Schema) -> int:
-    """Write the held rows as one row group and empty the lists; returns the rows written."""
+def _flush(writer: pq.ParquetWriter, cols: dict, extract_schema: pa.Schema,
+           occurrences: collections.Counter, doc_freq: collections.Counter) -> int:
+    """Write the held rows as one row group, add their keywords' occurrences and images to the
+    counters, empty the lists; returns the rows written. The counting is one Arrow group-by per
+    row group (two Counter updates per record were 0.15 s of CPU per 20k records)."""
     n = len(cols["index"])
-    writer.write_table(pa.table(cols, schema=extract_schema))
+    table = pa.table(cols, schema=extract_schema)
+    writer.write_table(table)
     for v in cols.values():
         v.clear()
+    flat = pa.table({"k": pc.list_flatten(table["keywords"]), "c": pc.list_flatten(table["keyword_counts"])})
+    if flat.num_rows:
+        agg = flat.group_by("k").aggregate([("c", "sum"), ("c", "count")])
+        for k, total, images in zip(agg["k"].to_pylist(), agg["c_sum"].to_pylist(), agg["c_count"].to_pylist()):
+            occurrences[k] += total
+            doc_freq[k] += images
     return n
 
 
@@ -92,8 +103,6 @@ def count_part(root: str | Path, out: str | Path, cfg: TextMiningConfig, part: i
                 kws = extractor.extract(rec.title, rec.description, rec.tags)
                 per_image = collections.Counter(kws)   # in order of first occurrence
                 distinct = list(per_image)
-                occurrences.update(kws)   # a list: counted in C (a Counter argument: in Python)
-                doc_freq.update(distinct)
                 has_text = bool(rec.title.strip() or rec.description.strip() or rec.tags)
                 n_text += has_text
                 cols["index"].append(rec.index)
@@ -106,9 +115,9 @@ def count_part(root: str | Path, out: str | Path, cfg: TextMiningConfig, part: i
                 cols["keyword_counts"].append(list(per_image.values()))
                 cols["has_text"].append(has_text)
                 if len(cols["index"]) >= batch_rows:
-                    n_rows += _flush(writer, cols, extract_schema)
+                    n_rows += _flush(writer, cols, extract_schema, occurrences, doc_freq)
             if cols["index"] or not n_rows:
-                n_rows += _flush(writer, cols, extract_schema)
+                n_rows += _flush(writer, cols, extract_schema, occurrences, doc_freq)
         words = sorted(occurrences)
         counts = pa.table({"keyword": words, "count": [occurrences[w] for w in words],
                            "df": [doc_freq[w] for w in words]}, schema=COUNTS_SCHEMA)

@@ -161,11 +161,12 @@ def read_lines(wn, name: str) -> list[str]:
 
 
 # NLTK's reader builds its lemma index and its set of satellite adjectives from index.* and
-# data.adj line by line through its seekable stream and a closure per token: ~1.4 s of CPU per
-# process, ~0.35 s with the files read at once (read_lines) and split once per line. The two
-# methods below are NLTK 3.10's WordNetCorpusReader._scan_satellites and
-# _load_lemma_pos_offset_map with that reading; the same dicts, in the same order (test_wordnet_load.py
-# compares them). A line they do not expect is left to NLTK's own method, for NLTK's error.
+# data.adj line by line through its seekable stream and a closure per token: load_wordnet took
+# ~1.4 s of CPU per process, ~0.85 s with the files read at once (read_lines) and each line split
+# once, ~0.5 s with the garbage collector paused too (_no_gc). The two methods below are NLTK
+# 3.10's WordNetCorpusReader._scan_satellites and _load_lemma_pos_offset_map with that reading;
+# the same dicts, in the same order (test_wordnet_load.py compares them). A line they do not
+# expect is left to NLTK's own method, for NLTK's error.
 
 def _scan_satellites(self) -> None:
     satellites = set()
