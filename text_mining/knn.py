@@ -57,8 +57,9 @@ BLOCK = 1024                 # rows re-scored at a time (bounds the gathered can
 CHUNK = 8192                 # rows searched at a time
 
 
-class CentroidsMissing(FileNotFoundError):
-    """weights.knn_search is ivf but the vocabulary folder has no (fitting) coarse centroids."""
+class CentroidsMissing(ValueError):
+    """weights.knn_search is ivf but the vocabulary folder has no (fitting) coarse centroids (a
+    ValueError: the command line prints it as one ``error:`` line)."""
 
 
 def auto_lists(n_ref: int) -> int:

@@ -201,7 +201,7 @@ def _retag_copy(mined: Path, dest: Path) -> Path:
     return dest
 
 
-def test_vocabulary_writes_centroids_and_an_old_folder_gets_a_one_line_error(mined_v1, example_v1, tmp_path):
+def test_vocabulary_writes_centroids_and_an_old_folder_gets_a_one_line_error(mined_v1, example_v1, tmp_path, capsys):
     from text_mining.tag import tag_part
     vocab = mined_v1 / "_work" / "vocabulary"
     c = np.load(vocab / knn.CENTROIDS_FILE, allow_pickle=False)
@@ -214,6 +214,10 @@ def test_vocabulary_writes_centroids_and_an_old_folder_gets_a_one_line_error(min
     msg = str(err.value)
     assert "\n" not in msg and knn.CENTROIDS_FILE in msg and "knn_search: exact" in msg
     assert not (out / "_work" / "tag" / "part-00000-of-00001").exists()
+    from text_mining.__main__ import main   # the command line: one error line, exit 2
+    assert main(["tag", "--webvision", str(example_v1), "--out", str(out), "--config",
+                 str(REPO / "configs" / "text_mining" / "example.yaml"), "--part", "0", "--num-parts", "1"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {msg}"
 
 
 def test_tag_step_imports_no_torch(mined_v1, example_v1, tmp_path):
