@@ -54,8 +54,10 @@ def load_weighter(vocab_dir: Path, cfg: TextMiningConfig) -> tuple[dict, LabelWe
 
 
 # memory of one image in a batch (its extract row as Python lists, keyword ids, the sparse score
-# matrices of up to ~18 keywords x 20 classes, the label lists): an estimate, with room
-TAG_ROW_BYTES = 16_384
+# matrices of up to ~18 keywords x 20 classes and their flattened, sorted copies, the label
+# lists): the step's peak rose by 32-36 KB an image of the batch on the 400k realistic release
+# (65,536 and 32,768 images a batch), so 40 KB
+TAG_ROW_BYTES = 40_960
 
 
 def tag_batch(ext: dict, dropped: set, keyword_id: dict, weighter: LabelWeighter, release, tags: dict):

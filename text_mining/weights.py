@@ -132,6 +132,7 @@ class LabelWeighter:
         rows = np.repeat(np.arange(n), np.diff(score.indptr))
         keep = score.data > 0
         rows, cols, vals = rows[keep], score.indices[keep].astype(np.int64), score.data[keep]
+        del score, keep   # the batch's largest arrays: freed before the sort makes its copies
         order = _row_order(rows, cols, vals, self.n_classes)
         rows, cols, vals = rows[order], cols[order], vals[order]
         counts = np.bincount(rows, minlength=n)
