@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from webtag.atomic import atomic_dir
@@ -101,19 +102,31 @@ def query_terms(release: Release, wn) -> dict[tuple[str, int], list[str]]:
     return out
 
 
-def _candidates(parts: list[Path], vocab_index: dict, dropped):
-    """(index, class_id, vocabulary ids) of every kept image with vocabulary keywords, in order."""
+def _candidates(parts: list[Path], words: list[str], dropped: np.ndarray):
+    """Per batch of the count parts, in corpus order: (index, class_id, vocabulary ids of each
+    row as offsets + flat ids) of its kept images with vocabulary keywords.
+
+    Vectorised with Arrow (a Python loop per image and keyword was 40 s of the 1.6M-record
+    vocabulary step, its two passes; this is the same rows, ids in keyword order)."""
+    words_arr = pa.array(words, pa.string())       # a keyword's position here is its id
+    dropped_arr = pa.array(dropped, pa.int64())
     for batch in _extract_batches(parts, ["index", "class_id", "keywords"]):
-        d = batch.to_pydict()
-        for idx, cls, kws in zip(d["index"], d["class_id"], d["keywords"]):
-            if idx in dropped:
-                continue
-            ids = [vocab_index[k] for k in kws if k in vocab_index]
-            if ids:
-                yield idx, cls, ids
+        n = batch.num_rows
+        lists = batch.column(2)
+        ids = pc.index_in(pc.list_flatten(lists), value_set=words_arr)
+        valid = ids.is_valid().to_numpy(zero_copy_only=False)
+        parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)[valid]
+        flat = ids.filter(ids.is_valid()).to_numpy(zero_copy_only=False).astype(np.int64)
+        index = batch.column(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        keep = (np.bincount(parent, minlength=n) > 0) & ~np.isin(index, dropped_arr.to_numpy())
+        flat, parent = flat[keep[parent]], parent[keep[parent]]
+        counts = np.bincount(parent, minlength=n)[keep]
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        yield index[keep], batch.column(1).to_numpy(zero_copy_only=False)[keep], offsets, flat
 
 
-def knn_reference(parts: list[Path], vocab_index: dict, dropped, size: int, seed: int, kw_vecs: np.ndarray):
+def knn_reference(parts: list[Path], words: list[str], dropped: np.ndarray, size: int, seed: int,
+                  kw_vecs: np.ndarray):
     """The KNN reference set: ``size`` of the images with vocabulary keywords, drawn uniformly
     (seeded), as (unit mean embeddings, indices, class ids) in corpus order.
 
@@ -121,19 +134,21 @@ def knn_reference(parts: list[Path], vocab_index: dict, dropped, size: int, seed
     not by the corpus: the first counts the candidates, the second keeps only the drawn ones (the
     draw is the one a single pass over all candidates made, so the set is the same; that pass held
     a Python list of keyword ids for every candidate image, which grew with the corpus)."""
-    n_cand = sum(1 for _ in _candidates(parts, vocab_index, dropped))
+    n_cand = sum(len(index) for index, _, _, _ in _candidates(parts, words, dropped))
     n_ref = min(size, n_cand)
     if not n_ref:
         return mean_embeddings([], kw_vecs), np.zeros(0, np.int64), np.zeros(0, np.int32)
     pick = np.sort(np.random.default_rng(seed).choice(n_cand, size=n_ref, replace=False))
-    ids, index, classes = [], np.empty(n_ref, np.int64), np.empty(n_ref, np.int32)
-    j = 0
-    for i, (idx, cls, kw) in enumerate(_candidates(parts, vocab_index, dropped)):
-        if j < n_ref and i == pick[j]:
-            ids.append(kw)
-            index[j], classes[j] = idx, cls
-            j += 1
-    return mean_embeddings(ids, kw_vecs), index, classes
+    ids, index, classes = [], [], []
+    base = 0
+    for idx, cls, offsets, flat in _candidates(parts, words, dropped):
+        rows = pick[(pick >= base) & (pick < base + len(idx))] - base
+        base += len(idx)
+        index.append(idx[rows])
+        classes.append(cls[rows])
+        ids += [flat[offsets[r]: offsets[r + 1]] for r in rows]
+    return (mean_embeddings(ids, kw_vecs), np.concatenate(index).astype(np.int64),
+            np.concatenate(classes).astype(np.int32))
 
 
 DUP_SCHEMA = pa.schema([("pos", pa.int64()), ("index", pa.int64()), ("key", pa.string())])
@@ -306,8 +321,8 @@ def build_vocabulary(root: str | Path, out: str | Path, cfg: TextMiningConfig) -
 
     # KNN reference set
     t = time.perf_counter()
-    ref_emb, ref_index, ref_class = knn_reference(parts, dict(zip(words, range(len(words)))), dropped,
-                                                  cfg.weights.knn_reference, cfg.weights.seed, kw_vecs)
+    ref_emb, ref_index, ref_class = knn_reference(parts, words, dup_idx, cfg.weights.knn_reference,
+                                                  cfg.weights.seed, kw_vecs)
     centroids = None   # ivf search: its coarse centroids, trained once here (text_mining/knn.py)
     if cfg.weights.knn_search == "ivf" and len(ref_index):
         centroids = knn.train_centroids(ref_emb, cfg.weights.knn_lists or knn.auto_lists(len(ref_index)),

@@ -39,7 +39,8 @@ def _extract_parts(tmp_path, n_parts=4, per_part=15000):
         d.mkdir()
         idx = list(range(p * per_part, (p + 1) * per_part))
         pq.write_table(pa.table({"index": idx, "class_id": [i % 7 for i in idx],
-                                 "keywords": [["w%d" % (i % 50), "w%d" % (i % 13)] if i % 5 else [] for i in idx]}),
+                                 "keywords": [["w%d" % (i % 50)] + ["zz"] * (i % 3 == 0) + ["w%d" % (i % 13)] if i % 5
+                                              else ["zz"] * (i % 2) for i in idx]}),   # zz: not a keyword
                        d / "extract.parquet")
         parts.append(d)
     return parts
@@ -52,22 +53,38 @@ def test_knn_reference_memory_is_bounded_by_its_size(tmp_path):
 
     import numpy as np
 
-    from text_mining.vocabulary import _candidates, knn_reference
+    import pyarrow.parquet as pq
+
+    from text_mining.embed import mean_embeddings
+    from text_mining.vocabulary import knn_reference
     parts = _extract_parts(tmp_path)
-    vocab = {f"w{i}": i for i in range(50)}
+    words = [f"w{i}" for i in range(50)]
     vecs = np.eye(50, dtype=np.float32)
+    dropped = np.asarray([3, 4], dtype=np.int64)
     peaks = {}
     for size in (10, 10**9):
         tracemalloc.start()
-        emb, index, classes = knn_reference(parts, vocab, {3, 4}, size, 0, vecs)
+        emb, index, classes = knn_reference(parts, words, dropped, size, 0, vecs)
         peaks[size] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     assert peaks[10] * 3 < peaks[10**9]
-    cands = list(_candidates(parts, vocab, {3, 4}))
+    # the candidates, one plain pass per image: kept images with vocabulary keywords, ids in order
+    vocab = {w: i for i, w in enumerate(words)}
+    cands = []
+    for p in parts:
+        d = pq.read_table(p / "extract.parquet", columns=["index", "class_id", "keywords"]).to_pydict()
+        for idx, cls, kws in zip(d["index"], d["class_id"], d["keywords"]):
+            ids = [vocab[k] for k in kws if k in vocab]
+            if idx not in (3, 4) and ids:
+                cands.append((idx, cls, ids))
     pick = np.sort(np.random.default_rng(0).choice(len(cands), size=10, replace=False))
-    emb, index, classes = knn_reference(parts, vocab, {3, 4}, 10, 0, vecs)
+    emb, index, classes = knn_reference(parts, words, dropped, 10, 0, vecs)
     assert index.tolist() == [cands[i][0] for i in pick] and classes.tolist() == [cands[i][1] for i in pick]
     assert emb.shape == (10, 50) and np.allclose(np.linalg.norm(emb, axis=1), 1)
+    assert np.array_equal(emb, mean_embeddings([cands[i][2] for i in pick], vecs))
+    emb, index, _ = knn_reference(parts, words, dropped, 10**9, 0, vecs)
+    assert index.tolist() == [c[0] for c in cands]
+    assert np.array_equal(emb, mean_embeddings([c[2] for c in cands], vecs))
 
 
 def test_mean_embeddings_sum_in_list_order_like_add_at():
