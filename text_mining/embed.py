@@ -109,13 +109,15 @@ def normalise_rows(m: np.ndarray) -> np.ndarray:
     return np.divide(m, norms, out=np.zeros_like(m), where=norms > 0)
 
 
-def word_matrix(kv, words: list[str]) -> np.ndarray:
-    """Unit vectors of ``words`` (zero rows for words without a vector)."""
-    out = np.zeros((len(words), kv.vector_size), dtype=np.float32)
+def word_matrix(vectors: np.ndarray, key_to_index: dict[str, int], words: list[str]) -> np.ndarray:
+    """Unit vectors of ``words`` (zero rows for words without a vector): the rows
+    ``key_to_index[w]`` of ``vectors`` (gensim's ``kv.vectors`` and ``kv.key_to_index``, or the
+    arrays of :func:`read_word_vectors`)."""
+    out = np.zeros((len(words), vectors.shape[1]), dtype=np.float32)
     for i, w in enumerate(words):
-        j = kv.key_to_index.get(w)
+        j = key_to_index.get(w)
         if j is not None:
-            out[i] = kv.vectors[j]
+            out[i] = vectors[j]
     return normalise_rows(out)
 
 

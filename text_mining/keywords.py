@@ -25,7 +25,7 @@ import re
 from importlib import resources
 
 from .config import KeywordConfig
-from .morphy import Morphy
+from .morphy import morphy_of
 from .wordnet import read_lines as _lines
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ class WordNetLexiconFilter(_TokenFilter):
         self.cache: dict[str, str | None] = {}   # lowercased token -> keyword (None: none)
         self.raw: dict[str, str] = {}   # token as written -> keyword ("": none)
         self.tagged = tagged_senses(wn)
-        self.morphy = Morphy(wn)
+        self.morphy = morphy_of(wn)
 
     def _decide(self, low: str) -> str | None:
         if not self.ok(low):
@@ -263,7 +263,7 @@ class NltkTaggerFilter(_TokenFilter):
         key = (low, pos)
         lem = self.lemma_cache.get(key)
         if lem is None:
-            forms = self.wn._morphy(low, pos)
+            forms = morphy_of(self.wn).forms(low, pos)
             lem = self.lemma_cache[key] = min(forms, key=len) if forms else low
         return lem
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .morphy import morphy_of
+
 
 def _offset(syn) -> int:
     """A noun synset's offset: synsets and plain offsets are both accepted."""
@@ -66,7 +68,7 @@ class Taxonomy:
     def noun_senses(self, word: str) -> list[int]:
         """Offsets of ``wn.synsets(word, "n")``, in its order, without making the Synsets."""
         index = self.wn._lemma_pos_offset_map
-        return [off for form in self.wn._morphy(word.lower(), "n") for off in index[form].get("n", ())]
+        return [off for form in morphy_of(self.wn).forms(word.lower(), "n") for off in index[form].get("n", ())]
 
     def parents(self, off: int) -> tuple[int, ...]:
         """Offsets of the synset's hypernyms then instance hypernyms, in NLTK's order."""

@@ -10,7 +10,6 @@ import json
 import logging
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +35,6 @@ def load_weighter(vocab_dir: Path, cfg: TextMiningConfig) -> tuple[dict, LabelWe
     table = pq.read_table(vocab_dir / schema.KEYWORD_CLASSES_FILE).to_pydict()
     nb = pq.read_table(vocab_dir / "class_neighbours.parquet").to_pydict()
     matrix, words = read_word_vectors(vocab_dir)   # no pickle: a legacy word2vec.kv is refused
-    kv = SimpleNamespace(vectors=matrix, vector_size=matrix.shape[1], key_to_index={w: i for i, w in enumerate(words)})
     ref = np.load(vocab_dir / "knn_reference.npz", allow_pickle=False)
     w = cfg.weights
     centroids = None
@@ -46,7 +44,7 @@ def load_weighter(vocab_dir: Path, cfg: TextMiningConfig) -> tuple[dict, LabelWe
         cfg.weights,
         keyword_table=csr_from_lists(table["class_ids"], table["scores"], n_classes),
         neighbours=csr_from_lists(nb["class_ids"], nb["scores"], n_classes),
-        keyword_vectors=word_matrix(kv, vocab["keyword"]),
+        keyword_vectors=word_matrix(matrix, {w: i for i, w in enumerate(words)}, vocab["keyword"]),
         ref_embeddings=ref["embeddings"], ref_index=ref["index"], ref_class=ref["class_id"],
         centroids=centroids,
     )

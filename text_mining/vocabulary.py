@@ -37,6 +37,7 @@ from .corpus import check_words, write_corpus
 from .embed import mean_embeddings, normalise_rows, save_word_vectors, train_word2vec, word_matrix
 from .keywords import tokenize
 from .layout import Layout
+from .morphy import morphy_of
 from .problems import Problems
 from .similarity import ClassSimilarity, Taxonomy, top_k_rows
 from .spill import HashPartitions, budget_rows, partitions_for
@@ -89,7 +90,7 @@ def _extract_batches(parts: list[Path], columns: list[str]):
 
 
 def _term(wn, token: str) -> str:
-    forms = wn._morphy(token, "n")
+    forms = morphy_of(wn).forms(token, "n")
     return min(forms, key=len) if forms else token
 
 
@@ -302,9 +303,9 @@ def build_vocabulary(root: str | Path, out: str | Path, cfg: TextMiningConfig) -
     class_term_lists = [list(dict.fromkeys(terms)) for terms in class_terms]
     class_vecs = np.zeros((len(class_syn), kv.vector_size), dtype=np.float32)
     for ci, terms in enumerate(class_term_lists):
-        class_vecs[ci] = word_matrix(kv, terms).sum(axis=0)
+        class_vecs[ci] = word_matrix(kv.vectors, kv.key_to_index, terms).sum(axis=0)
     class_vecs = normalise_rows(class_vecs)
-    kw_vecs = word_matrix(kv, words)
+    kw_vecs = word_matrix(kv.vectors, kv.key_to_index, words)
     mix = cfg.weights.wordnet_mix
     table_ids, table_scores = [], []
     chunk = 512

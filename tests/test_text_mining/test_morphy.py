@@ -148,3 +148,28 @@ def test_keywords_cache_by_token_as_written(wn, vocabulary):
     assert filt.keywords(tokens) == expected and filt.keywords(tokens) == expected
     assert filt.keywords(["Dogs", "DOGS", "dogs", "running"]) == ["dog", "dog", "dog"]
     assert set(filt.cache) == {t.lower() for t in tokens} | {"dogs", "running"}
+
+
+def test_one_morphology_for_every_caller(wn, monkeypatch):
+    """The similarity tables, the query terms and NLTK's tagger's lemmas use the reader's one
+    Morphy (morphy_of), not NLTK's _morphy: same answers with NLTK's made unusable."""
+    from text_mining import vocabulary
+    from text_mining.keywords import NltkTaggerFilter
+    from text_mining.morphy import morphy_of
+    from text_mining.similarity import Taxonomy
+
+    words = ["dogs", "churches", "geese", "running", "xqzt", "Penguins"]
+    tax = Taxonomy(wn)
+    senses = {w: [s.offset() for s in wn.synsets(w, "n")] for w in words}
+    terms = {w: (min(f, key=len) if (f := wn._morphy(w, "n")) else w) for w in words}
+    lemmas = {w: (min(f, key=len) if (f := wn._morphy(w.lower(), "a")) else w.lower()) for w in words}
+    assert morphy_of(wn) is morphy_of(wn)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("NLTK's _morphy was called")
+    monkeypatch.setattr(wn, "_morphy", refused)
+    tagger = NltkTaggerFilter(KeywordConfig(), wn, tagger=None)
+    for w in words:
+        assert tax.noun_senses(w) == senses[w], w
+        assert vocabulary._term(wn, w) == terms[w], w
+        assert tagger._lemma(w.lower(), "a") == lemmas[w], w
