@@ -20,6 +20,7 @@ Definitions (noun taxonomy; hypernym and instance-hypernym edges; one root, enti
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from pathlib import Path
@@ -133,15 +134,11 @@ class Taxonomy:
         off = _offset(syn)
         got = self._order.get(off)
         if got is None:
-            anc = self.ancestors(off)
-            by_depth = sorted(anc, key=lambda a: -self._depth[a])
-            got, i = [], 0
-            while i < len(by_depth):
-                j = i + 1
-                while j < len(by_depth) and self._depth[by_depth[j]] == self._depth[by_depth[i]]:
-                    j += 1
-                got += by_depth[i:j] if j - i == 1 else sorted(by_depth[i:j], key=self._name)
-                i = j
+            depth = self._depth.__getitem__
+            got = []
+            for _, same in itertools.groupby(sorted(self.ancestors(off), key=depth, reverse=True), key=depth):
+                same = list(same)
+                got += same if len(same) == 1 else sorted(same, key=self._name)
             self._order[off] = got
         return got
 
