@@ -1,8 +1,10 @@
 """The loader of one rank: a split's shards, epoch after epoch, through DataLoader workers.
 
 It plans the epoch (:mod:`.plan`), forks the workers (:mod:`.worker`) over a DataLoader with the
-identity collate function (the workers batch themselves), copies each batch's images out of the
-ring (:mod:`.ring`) unless the pin-memory thread did, and keeps the resumable position: the
+identity collate function (the workers batch themselves), hands out each batch's images as a
+view of its ring buffer (:meth:`.ring.ImageRing.lend`: no copy; the buffer goes back to the
+worker when the batch's images are freed) unless the pin-memory thread copied them into pinned
+memory, and keeps the resumable position: the
 epoch and the shards whose every sample has been delivered (each batch's
 ``BatchMeta.shards_done``). In training the workers are kept across epochs.
 """
@@ -75,7 +77,8 @@ class ShardLoader:
     """Batches of one rank over a split's shards (``SHARDS/train``), epoch after epoch.
 
     A batch is a dict of tensors: ``image`` (uint8 B x 3 x S x S, channels_last; None with
-    ``decode=gpu``, see :mod:`.paths`), the packed labels of :func:`.collate.collate`, and
+    ``decode=gpu``, see :mod:`.paths`; without pinned memory a view of a shared ring buffer that
+    stays the batch's own until the last tensor using it is freed), the packed labels of :func:`.collate.collate`, and
     ``meta``, its :class:`.collate.BatchMeta`."""
 
     def __init__(self, split_dir: str | Path, cfg: LoaderConfig, rank: int = 0, world_size: int = 1,
@@ -190,7 +193,7 @@ class ShardLoader:
                 meta: BatchMeta = batch["meta"]
                 if meta.epoch != self.epoch:   # a bug, not bad data: the plans of main and workers differ
                     raise RuntimeError(f"loader stream out of step: a batch of epoch {meta.epoch} in epoch {self.epoch}")
-                if isinstance(batch.get("image"), RingSlot):   # not pinned: copied out here
+                if isinstance(batch.get("image"), RingSlot):   # not pinned: a view of the ring (lent)
                     batch["image"] = batch["image"].materialize()
                 batch = as_tensors(batch)
                 self.consumed.update(meta.shards_done)

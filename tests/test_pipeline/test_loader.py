@@ -431,3 +431,35 @@ def test_workers_stream_on_into_the_next_epoch(shards):
     next(iter(loader))
     assert loader._stream is None
     loader.close()
+
+
+def test_batches_are_lent_views_of_the_ring_kept_intact_until_freed(shards):
+    """Without pinned memory a batch's images are the ring buffer itself (no copy in the main
+    process); a buffer goes back to its worker only when the last tensor using it is freed, also
+    across an epoch left early and the fresh workers that then reuse the ring."""
+    split = shards / "train"
+    base = dict(batch_size=8, workers=2, image_size=32, prefetch_factor=2, seed=4)
+    fresh = [b["image"] for b in ShardLoader(split, LoaderConfig(**base, reuse_buffers=False))]
+    loader = ShardLoader(split, LoaderConfig(**base))
+    try:
+        _lent_views_stay_intact(loader, fresh)
+    finally:
+        loader.close()
+
+
+def _lent_views_stay_intact(loader, fresh):
+    import gc
+    it = iter(loader)
+    kept = [next(it)["image"][1:] for _ in range(2)]    # slices: views of the lent buffers
+    ring = loader._ring
+    buffers = {buf.data_ptr() for bufs in ring.buffers for buf in bufs}
+    assert all(k.untyped_storage().data_ptr() in buffers for k in kept)
+    it.close()                    # the epoch left early: fresh workers write into the same ring
+    for _ in range(2):
+        assert sum(1 for _ in loader) > 2 * ring.slots
+    for k, f in zip(kept, fresh):
+        assert torch.equal(k, f[1:])
+    assert sum(map(len, ring.lent)) == 2
+    del kept, k                   # the last references to the lent buffers
+    gc.collect()
+    assert sum(map(len, ring.lent)) == 0
