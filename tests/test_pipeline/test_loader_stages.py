@@ -140,3 +140,15 @@ def test_lazy_padding_gives_the_samples_a_full_reread_gives(shards):
     assert len(index) == len(samples) and all(read_sample_at(split / names[0], a, b) == s
                                              for (a, b), s in zip(index, samples))
     assert Unread(split / names[0], 0, 0).load().get(schema.IMAGE_EXT) is None   # nothing there: skipped
+
+
+def test_the_loader_imports_what_its_workers_need_before_they_fork():
+    """numpy.random (seeded by every DataLoader worker as it starts) is imported with the loader,
+    not by each worker after the fork."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = "import sys, pipeline.loader; print('numpy.random' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "True"
