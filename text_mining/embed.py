@@ -121,16 +121,56 @@ def word_matrix(vectors: np.ndarray, key_to_index: dict[str, int], words: list[s
     return normalise_rows(out)
 
 
+class IdLists:
+    """Lists of ids held flat: list i is ``ids[offsets[i]:offsets[i + 1]]`` (int64 arrays). What
+    the tag step builds from Arrow's list columns without a Python list per image."""
+
+    def __init__(self, offsets: np.ndarray, ids: np.ndarray):
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.ids = np.asarray(ids, dtype=np.int64)
+
+    @classmethod
+    def of(cls, lists) -> "IdLists":
+        """``lists`` as IdLists (a sequence of id lists, or IdLists already)."""
+        if isinstance(lists, IdLists):
+            return lists
+        lengths = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+        flat = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=int(lengths.sum()))
+        return cls(np.concatenate([[0], np.cumsum(lengths)]), flat)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def rows(self) -> np.ndarray:
+        """The list each id belongs to."""
+        return np.repeat(np.arange(len(self), dtype=np.int64), self.lengths)
+
+    def take(self, which: np.ndarray) -> "IdLists":
+        """The lists ``which`` (indices), in that order."""
+        which = np.asarray(which, dtype=np.int64)
+        lengths = self.lengths[which]
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        pos = np.repeat(self.offsets[which] - offsets[:-1], lengths) + np.arange(int(offsets[-1]))
+        return IdLists(offsets, self.ids[pos])
+
+    def sorted_within(self) -> "IdLists":
+        """Each list's ids in ascending order."""
+        return IdLists(self.offsets, self.ids[np.lexsort((self.ids, self.rows()))])
+
+
 def mean_embeddings(id_lists, word_vectors: np.ndarray) -> np.ndarray:
-    """Unit mean of the unit word vectors of each list of word ids (zero rows for empty lists).
+    """Unit mean of the unit word vectors of each list of word ids (zero rows for empty lists);
+    ``id_lists``: a sequence of id lists or :class:`IdLists`.
 
     The sum is a sparse (lists x words) product: the same float32 sums in the same order as
     ``np.add.at`` over the rows, 30x faster (100k lists of up to 30 ids: 0.18 s against 5.4 s)."""
-    lengths = np.fromiter((len(x) for x in id_lists), dtype=np.int64, count=len(id_lists))
-    n = int(lengths.sum())
-    if not n:
-        return np.zeros((len(id_lists), word_vectors.shape[1]), dtype=np.float32)
-    flat = np.fromiter(itertools.chain.from_iterable(id_lists), dtype=np.int64, count=n)
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    m = sp.csr_matrix((np.ones(n, np.float32), flat, indptr), shape=(len(id_lists), word_vectors.shape[0]))
+    lists = IdLists.of(id_lists)
+    if not len(lists.ids):
+        return np.zeros((len(lists), word_vectors.shape[1]), dtype=np.float32)
+    m = sp.csr_matrix((np.ones(len(lists.ids), np.float32), lists.ids, lists.offsets),
+                      shape=(len(lists), word_vectors.shape[0]))
     return normalise_rows(np.asarray(m @ word_vectors, dtype=np.float32))

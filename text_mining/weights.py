@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .config import WeightsConfig
-from .embed import mean_embeddings
+from .embed import IdLists, mean_embeddings
 from .knn import NeighbourSearch
 
 
@@ -77,29 +77,37 @@ class LabelWeighter:
             self.search = NeighbourSearch(self.ref, self.cfg.knn_search, self.centroids, self.cfg.knn_probe)
         return self.search
 
-    def text_scores(self, keyword_ids: list) -> sp.csr_matrix:
-        lengths = np.fromiter((len(x) for x in keyword_ids), dtype=np.int64, count=len(keyword_ids))
+    def text_scores(self, keyword_ids) -> sp.csr_matrix:
+        lists = IdLists.of(keyword_ids)
+        lengths = lists.lengths
         inv = np.divide(1.0, lengths, out=np.zeros(len(lengths)), where=lengths > 0)
-        total = int(lengths.sum())
-        cols = np.fromiter((i for ids in keyword_ids for i in ids), dtype=np.int64, count=total)
-        indptr = np.concatenate([[0], np.cumsum(lengths)])
-        x = sp.csr_matrix((np.repeat(inv, lengths), cols, indptr), shape=(len(keyword_ids), self.table.shape[0]))
+        x = sp.csr_matrix((np.repeat(inv, lengths), lists.ids, lists.offsets), shape=(len(lists), self.table.shape[0]))
         return (x @ self.table).tocsr()
 
-    def knn_scores(self, keyword_ids: list, image_index: np.ndarray) -> sp.csr_matrix:
+    def knn_scores(self, keyword_ids, image_index: np.ndarray) -> sp.csr_matrix:
         """Class histogram of each image's knn_k nearest reference images (cosine of mean word
         vectors; ties by reference position), never counting the image itself. Neighbours depend
-        only on the keyword set, so they are searched once per distinct set in the batch."""
-        n, k = len(keyword_ids), self.cfg.knn_k
+        only on the keyword set, so they are searched once per distinct set in the batch (its
+        sorted ids as bytes: the key of a dict, ~5x cheaper than a tuple of Python ints)."""
+        lists = IdLists.of(keyword_ids)
+        n, k = len(lists), self.cfg.knn_k
         n_ref = len(self.ref)
         if k == 0 or n_ref == 0:
             return sp.csr_matrix((n, self.n_classes))
         k = min(k, max(1, n_ref - 1))
-        has = np.fromiter((len(x) > 0 for x in keyword_ids), dtype=bool, count=n)
-        sets: dict[tuple, int] = {}
+        has = lists.lengths > 0
+        srt = lists.sorted_within()
+        raw = srt.ids.astype(np.int64).tobytes()
+        b = (srt.offsets * 8).tolist()
+        sets: dict[bytes, int] = {}
+        first = []   # a row with each distinct set
         inv = np.zeros(n, dtype=np.int64)
-        inv[has] = [sets.setdefault(tuple(sorted(x)), len(sets)) for x in keyword_ids if x]
-        emb = mean_embeddings([list(key) for key in sets], self.kw_vecs)
+        for row in np.flatnonzero(has).tolist():
+            j = sets.setdefault(raw[b[row]: b[row + 1]], len(sets))
+            if j == len(first):
+                first.append(row)
+            inv[row] = j
+        emb = mean_embeddings(srt.take(np.asarray(first, dtype=np.int64)), self.kw_vecs)
         pos, _ = self.neighbour_search().search(emb, k + 1)   # k, and one more if the image is among them
         own = np.searchsorted(self.ref_index, image_index)
         own_hit = (own < n_ref) & (self.ref_index[np.minimum(own, n_ref - 1)] == image_index)
@@ -115,8 +123,9 @@ class LabelWeighter:
             return sp.csr_matrix((n, self.n_classes))
         return sp.csr_matrix((np.full(len(r), 1.0 / k), (r, c)), shape=(n, self.n_classes))
 
-    def weights_flat(self, keyword_ids: list, class_ids: np.ndarray, image_index: np.ndarray):
-        """(offsets, class ids, weights) of all images in one go: image i's labels are
+    def weights_flat(self, keyword_ids, class_ids: np.ndarray, image_index: np.ndarray):
+        """(offsets, class ids, weights) of all images in one go (``keyword_ids``: a sequence of
+        id lists or :class:`~text_mining.embed.IdLists`): image i's labels are
         ``[offsets[i], offsets[i + 1])``, weight-descending (ties: lower class id first), at most
         top_k of them, the weights summing to 1; an image without any score keeps its noisy label."""
         cfg = self.cfg

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from tests.conftest import example_config
 from text_mining import knn
 from text_mining.config import WeightsConfig
-from text_mining.embed import mean_embeddings
+from text_mining.embed import IdLists, mean_embeddings
 from text_mining.weights import LabelWeighter, csr_from_lists, sharpen
 
 REPO = Path(__file__).resolve().parents[2]
@@ -171,6 +171,10 @@ def test_vectorised_weights_equal_the_per_image_loops(query):
     new = w.knn_scores(sets, index)
     old = _old_knn_scores(w, sets, index)
     assert (new != old).nnz == 0
+    assert (w.knn_scores(IdLists.of(sets), index) != old).nnz == 0   # the tag step's flat lists
+    flat = w.weights_flat(IdLists.of(sets), classes, index)
+    for a, b in zip(flat, w.weights_flat(sets, classes, index)):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
     ids, ws = w.weights(sets, classes, index)
     old_ids, old_ws = _old_weights(w, sets, classes, index)
     assert len(ids) == len(old_ids)
