@@ -31,7 +31,7 @@ from .paths import batch_path
 from .plan import EpochPlanner, WorkerPlan
 from .ring import ImageRing, RingSlot
 from .sampling import shard_repeat_factors
-from .worker import StreamDataset
+from .worker import StreamDataset, keep_heap
 
 
 class _WorkerInit:
@@ -46,7 +46,8 @@ class _WorkerInit:
     :meth:`_Stream.close`), or when the main process is gone (the DataLoader's watchdog and
     :meth:`.ring.ImageRing.take` check the parent). A lower priority (nice) keeps the training
     process (which launches the GPU work) from being the one kept waiting when as many workers
-    as cores are busy."""
+    as cores are busy. And the worker's allocator is set for its shuffle buffer
+    (:func:`.worker.keep_heap`)."""
 
     def __init__(self, increment: int):
         self.increment = increment
@@ -56,6 +57,7 @@ class _WorkerInit:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if self.increment:
             os.nice(self.increment)
+        keep_heap()
 
 
 def _as_is(batch):

@@ -152,3 +152,33 @@ def test_the_loader_imports_what_its_workers_need_before_they_fork():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "True"
+
+
+def test_a_worker_keeps_freed_sample_memory_for_the_next_samples():
+    """In a worker (its init function, run in a fresh interpreter) the next shuffle buffer's worth
+    of large samples reuses the memory of the ones freed before: no pages faulted in afresh."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = """if True:
+        import resource, sys
+        from pipeline.loader.shard_loader import _WorkerInit
+        if sys.argv[1] == "worker":
+            _WorkerInit(0)(0)
+        def fill():
+            return [bytes(200_000 + i) for i in range(300)]   # ~60 MB of 200 KB samples
+        for _ in range(2):          # passes of the buffer: fill, drain
+            samples = fill()
+            del samples
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        samples = fill()
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)"""
+    repo = Path(__file__).resolve().parents[2]
+
+    def faults(where):
+        out = subprocess.run([sys.executable, "-c", code, where], capture_output=True, text=True, check=True, cwd=repo)
+        return int(out.stdout)
+
+    pages = 300 * 200_000 // 4096
+    assert faults("plain") > pages // 2       # the default allocator: fresh pages again
+    assert faults("worker") < pages // 20
