@@ -45,9 +45,10 @@ def keep_heap() -> bool:
     at the end of every pass, so with real photos (130 KB mean) the defaults kept mapping,
     faulting in, zeroing and unmapping memory: the sample stream (:func:`.stages.sample_stream`
     alone, one process, best of 7 epochs of bench/loader.py's 1,000 photos, 2-core VM) cost
-    107-114 us per sample, 92-97 us with the mmap threshold at glibc's 32 MB ceiling alone,
-    72-74 us with no trim alone, 41-42 us with both (generated 12 KB JPEGs: 35 -> 21 us). The
-    price: a worker keeps its peak heap (about its shuffle buffer's samples and a decode's
+    107-114 us per sample; with the mmap threshold at glibc's 32 MB ceiling and the trim
+    threshold at twice that (where glibc's dynamic rule would take them) 92-97 us, with no trim
+    alone 72-74 us, with both settings here 41-42 us (generated 12 KB JPEGs, under the
+    threshold: 21-31 us either way). The price: a worker keeps its peak heap (about its shuffle buffer's samples and a decode's
     buffers), which every pass needs again anyway. Returns whether the settings took (glibc)."""
     try:
         import ctypes
