@@ -13,7 +13,9 @@ measures in one run:
 - the full loader (tar reading, shuffle buffer, decode, RandomResizedCrop, flip, batching, worker
   processes) over --epochs consecutive epochs from a cold start, in images/s per worker core,
   against a plain loop that decodes and augments the same JPEGs (already in memory) into one
-  reused array with the same code on one core: overhead = 1 - loader / plain (goal <= 5%); and
+  reused array with the same code on one core: overhead = 1 - loader / plain (goal <= 5%), for
+  the whole run and for the epochs after the first (the steady state of a long training run: no
+  fork, shuffle-buffer fill or first touches of fresh pages); and
   the CPU-seconds per image of both (rusage: the loader's workers and main process together), a
   figure that other jobs on a shared machine disturb less than the wall clock;
 - the lean tar reader (pipeline.loader.tar.iter_tar) against tarfile's streaming mode and
@@ -189,7 +191,7 @@ def main() -> None:
     # this machine's speed drifts by up to 20% within minutes: every loader run is bracketed by
     # two plain runs (P L P L ... P) and compared with their mean; the median ratio is reported
 
-    cpu = {"plain": [], "loader": [], "main": []}   # CPU-seconds per image (rusage), beside the wall-clock rates
+    cpu = {"plain": [], "loader": [], "main": [], "later": []}   # CPU-seconds per image (rusage), beside the wall-clock rates
 
     def plain() -> float:
         aug = CpuAugment(cfg, random.Random(0))
@@ -202,14 +204,15 @@ def main() -> None:
         cpu["plain"].append((time.process_time() - c) / len(jpegs))
         return len(jpegs) / (end - t)
 
-    def full_loader() -> tuple[float, float]:
+    def full_loader() -> tuple[float, float, float | None]:
         # --epochs consecutive epochs from a cold start (the workers forked here, as at the start
         # of a training run); they stream from one epoch into the next as in training
         images = steady_images = 0
         c = time.process_time()
         t = time.perf_counter()
-        first = None
-        for _ in range(args.epochs):
+        first, times = None, []
+        after_first = None   # (time, images, worker CPU, main CPU) when the first epoch ended
+        for epoch in range(args.epochs):
             for batch in loader:
                 images += len(batch["class_id"])
                 if first is None:   # the run's start: worker fork, shuffle-buffer fill
@@ -218,18 +221,27 @@ def main() -> None:
                 else:
                     steady_images += len(batch["class_id"])
                     times = [w.cpu_times() for w in workers]   # the workers' own, while they live
+            if epoch == 0 and args.epochs > 1:
+                after_first = (time.perf_counter(), images, sum(x.user + x.system for x in times),
+                               time.process_time())
         end = time.perf_counter()
         worker_cpu = sum(x.user + x.system for x in times)
         cpu["main"].append((time.process_time() - c) / images)
         cpu["loader"].append(cpu["main"][-1] + worker_cpu / images)
+        later = None
+        if after_first is not None:   # the epochs after the first: no fork, fill or first touches
+            t1, n1, w1, m1 = after_first
+            later = (images - n1) / (end - t1) / args.workers
+            cpu["later"].append((worker_cpu - w1 + time.process_time() - m1) / (images - n1))
         loader.close()
-        return images / (end - t) / args.workers, steady_images / (end - first) / args.workers
+        return images / (end - t) / args.workers, steady_images / (end - first) / args.workers, later
 
-    plain_rates, loader_rates, steady_rates = [plain()], [], []
+    plain_rates, loader_rates, steady_rates, later_rates = [plain()], [], [], []
     for _ in range(args.repeats):
-        whole, steady = full_loader()
+        whole, steady, later = full_loader()
         loader_rates.append(whole)
         steady_rates.append(steady)
+        later_rates.append(later)
         plain_rates.append(plain())
     around = [(a + b) / 2 for a, b in zip(plain_rates, plain_rates[1:])]
     ratios = [x / p for x, p in zip(loader_rates, around)]
@@ -253,6 +265,14 @@ def main() -> None:
     print(f"  the same without the first batch (worker start-up, shuffle-buffer fill): "
           f"{med(steady_rates):.0f} images/s per worker core -> {steady_ratio:.3f} "
           f"({min(steady_ratios):.3f}-{max(steady_ratios):.3f}), overhead {1 - steady_ratio:+.1%}")
+    if args.epochs > 1:
+        later_ratios = [x / p for x, p in zip(later_rates, around)]
+        later_cpu = [p / x for x, p in zip(cpu["later"], [(a + b) / 2 for a, b in zip(cpu["plain"], cpu["plain"][1:])])]
+        print(f"  the epochs after the first (steady state: no fork, shuffle-buffer fill or first page "
+              f"touches): {med(later_rates):.0f} images/s per worker core -> {med(later_ratios):.3f} "
+              f"({min(later_ratios):.3f}-{max(later_ratios):.3f}), overhead {1 - med(later_ratios):+.1%}; "
+              f"CPU per image {med(cpu['later']) * 1e6:.0f} us -> plain / loader {med(later_cpu):.3f} "
+              f"({min(later_cpu):.3f}-{max(later_cpu):.3f}), CPU overhead {1 - med(later_cpu):+.1%}")
     cpu_ratios = [p / x for x, p in zip(cpu["loader"], [(a + b) / 2 for a, b in zip(cpu["plain"], cpu["plain"][1:])])]
     print(f"CPU per image (rusage; less sensitive to other jobs on the machine): plain loop "
           f"{med(cpu['plain']) * 1e6:.0f} us, loader {med(cpu['loader']) * 1e6:.0f} us (workers + main "

@@ -39,7 +39,6 @@ EXTRACT_SCHEMA = pa.schema([
     ("query_id", pa.int32()), ("class_id", pa.int32()), ("keywords", pa.list_(pa.string())),
     ("keyword_counts", pa.list_(pa.int32())), ("has_text", pa.bool_()),
 ])
-COUNTS_SCHEMA = keyword_table.COUNTS_SCHEMA
 
 # memory of one record's extract row held as Python lists (~18 distinct keywords): an estimate
 COUNT_ROW_BYTES = 4096

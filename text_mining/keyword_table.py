@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 COUNTS_SCHEMA = pa.schema([("keyword", pa.string()), ("count", pa.int64()), ("df", pa.int64())])
 
@@ -27,15 +28,23 @@ class KeywordTable:
     """Keyword ids in order of first appearance, with the occurrences and images of each."""
 
     def __init__(self):
-        self._ids: dict[str, int] = {}
-        self.words: list[str] = []
-        self._words = pa.array([], pa.string())   # self.words as Arrow, extended as it grows
-        self.occurrences = np.zeros(0, np.int64)
-        self.images = np.zeros(0, np.int64)
+        self._ids: dict[str, int] = {}             # keyword -> id, for the lookups
+        self.words = pa.array([], pa.string())     # the keywords by id (one copy of the strings)
+        self.counts = np.zeros((2, 0), np.int64)   # per id: occurrences, images
+
+    @property
+    def occurrences(self) -> np.ndarray:
+        return self.counts[0]
+
+    @property
+    def images(self) -> np.ndarray:
+        return self.counts[1]
 
     def _keyword_ids(self, keywords: list[str | None]) -> np.ndarray:
         """The id of each keyword (-1 for "" or None), new keywords added."""
-        ids, words = self._ids, self.words
+        ids = self._ids
+        first = len(ids)
+        new: list[str] = []
         out = np.empty(len(keywords), np.int64)
         for i, kw in enumerate(keywords):
             if not kw:
@@ -43,14 +52,12 @@ class KeywordTable:
                 continue
             j = ids.get(kw)
             if j is None:
-                j = ids[kw] = len(words)
-                words.append(kw)
+                j = ids[kw] = first + len(new)
+                new.append(kw)
             out[i] = j
-        if len(words) > len(self._words):
-            self._words = pa.concat_arrays([self._words, pa.array(words[len(self._words):], pa.string())])
-            grow = len(words) - len(self.occurrences)
-            self.occurrences = np.concatenate([self.occurrences, np.zeros(grow, np.int64)])
-            self.images = np.concatenate([self.images, np.zeros(grow, np.int64)])
+        if new:
+            self.words = pa.concat_arrays([self.words, pa.array(new, pa.string())])
+            self.counts = np.concatenate([self.counts, np.zeros((2, len(new)), np.int64)], axis=1)
         return out
 
     def add(self, items: list[str], lengths: list[int],
@@ -75,17 +82,18 @@ class KeywordTable:
         rec_of, kw_of = pairs // width, pairs % width
         offsets = np.zeros(n + 1, np.int32)
         np.cumsum(np.bincount(rec_of, minlength=n), out=offsets[1:])
-        self.occurrences += np.bincount(kw_of, weights=counts, minlength=len(self.words)).astype(np.int64)
-        self.images += np.bincount(kw_of, minlength=len(self.words))
+        self.counts[0] += np.bincount(kw_of, weights=counts, minlength=len(self.words)).astype(np.int64)
+        self.counts[1] += np.bincount(kw_of, minlength=len(self.words))
         offsets_arr = pa.array(offsets, pa.int32())
-        keywords = pa.ListArray.from_arrays(offsets_arr, self._words.take(pa.array(kw_of, pa.int64())))
+        keywords = pa.ListArray.from_arrays(offsets_arr, self.words.take(pa.array(kw_of, pa.int64())))
         keyword_counts = pa.ListArray.from_arrays(offsets_arr, pa.array(counts.astype(np.int32), pa.int32()))
         return keywords, keyword_counts
 
     def table(self) -> pa.Table:
-        """keyword (sorted), count (occurrences), df (images) of every keyword seen."""
-        order = sorted(range(len(self.words)), key=self.words.__getitem__)
-        return pa.table({"keyword": [self.words[i] for i in order],
+        """keyword (sorted), count (occurrences), df (images) of every keyword seen. (Arrow sorts
+        strings by their UTF-8 bytes: the order of their code points, as Python's sorted.)"""
+        order = pc.sort_indices(self.words).to_numpy()
+        return pa.table({"keyword": self.words.take(pa.array(order)),
                          "count": self.occurrences[order], "df": self.images[order]}, schema=COUNTS_SCHEMA)
 
     def total_occurrences(self) -> int:

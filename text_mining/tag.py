@@ -71,9 +71,9 @@ class VocabularyIds:
         """Each row's keywords that are in the vocabulary, as their ids, in the row's order."""
         flat = keywords.flatten()
         rows = pc.list_parent_indices(keywords).to_numpy()
-        pos = pc.index_in(flat, value_set=self.words)
-        found = pos.is_valid().to_numpy(zero_copy_only=False)
-        ids = self.ids[pos.drop_null().to_numpy()] if len(pos) else np.zeros(0, np.int64)
+        pos = pc.fill_null(pc.index_in(flat, value_set=self.words), -1).to_numpy()
+        found = pos >= 0
+        ids = self.ids[pos[found]]
         counts = np.bincount(rows[found], minlength=len(keywords))
         return IdLists(np.concatenate([[0], np.cumsum(counts)]), ids)
 

@@ -129,6 +129,7 @@ class LabelWeighter:
         ``[offsets[i], offsets[i + 1])``, weight-descending (ties: lower class id first), at most
         top_k of them, the weights summing to 1; an image without any score keeps its noisy label."""
         cfg = self.cfg
+        keyword_ids = IdLists.of(keyword_ids)   # once, for both scores
         class_ids = np.asarray(class_ids, dtype=np.int64)
         score = cfg.query * self.neighbours[class_ids]
         if cfg.text:

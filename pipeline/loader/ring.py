@@ -16,6 +16,10 @@ import numpy as np
 import torch
 
 
+# buffers per worker never lent: one for the worker to fill, one for the main process to take
+KEEP_FREE = 2
+
+
 class ImageRing:
     """Batch image buffers that the workers fill and the main process lends out, reused batch
     after batch instead of a fresh shared-memory buffer per batch (whose first touch costs a page
@@ -36,9 +40,9 @@ class ImageRing:
       replaces cost the main process ~36 us per 224 px image (a 9.6 MB copy and a fresh 9.6 MB
       allocation per batch of 64), CPU the workers lose on a busy machine. A consumer that
       keeps many batches (a list of an epoch's images) would hold every buffer and stall its
-      worker: at most ``slots - 2`` buffers per worker are on loan (one left for the worker to
-      fill while the main process takes the other), later batches are copied out instead
-      (:meth:`copy_out`) while that many are in use;
+      worker: at most :attr:`loan_limit` buffers per worker are on loan (``slots`` less
+      :data:`KEEP_FREE`: one left for the worker to fill while the main process takes the
+      other), later batches are copied out instead (:meth:`copy_out`) while that many are in use;
     - :meth:`copy_out` (the pin-memory thread: into pinned memory; past the loan limit): the
       batch in memory of its own, the buffer back at once.
 
@@ -97,11 +101,16 @@ class ImageRing:
         flags[slot] = 1
         return slot, self.buffers[worker][slot]
 
+    @property
+    def loan_limit(self) -> int:
+        """Buffers of one worker that may be on loan at once."""
+        return self.slots - KEEP_FREE
+
     def lend(self, worker: int, slot: int) -> torch.Tensor:
         """The main side, no pinned memory: the batch as a B x 3 x H x W channels_last view of the
         ring buffer, which goes back to the worker when the view (and every tensor made from
-        it) is freed; copied out instead while ``slots - 2`` of the worker's are on loan."""
-        if len(self.lent[worker]) >= self.slots - 2:
+        it) is freed; copied out instead while :attr:`loan_limit` of the worker's are on loan."""
+        if len(self.lent[worker]) >= self.loan_limit:
             return self.copy_out(worker, slot, False)
         self.lent[worker].add(slot)
         return torch.from_numpy(np.asarray(_Lease(self, worker, slot))).permute(0, 3, 1, 2)

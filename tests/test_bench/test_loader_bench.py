@@ -20,6 +20,11 @@ def test_loader_bench_runs(tmp_path):
     lo, hi = float(ratios.group(2)), float(ratios.group(3))
     assert 0 < lo <= float(ratios.group(1)) <= hi
     assert re.search(r"peak memory \(PSS, main \+ workers\): \d+ MiB", out)
+    later = re.search(r"the epochs after the first .*-> ([\d.]+) \(([\d.]+)-([\d.]+)\).*"
+                      r"CPU per image (\d+) us -> plain / loader ([\d.]+)", out)
+    assert later, out
+    assert 0 < float(later.group(2)) <= float(later.group(1)) <= float(later.group(3))
+    assert int(later.group(4)) > 0 and float(later.group(5)) > 0
     tars = re.search(r"tar reader, members/s .*: ours (\d+), tarfile stream (\d+) \(([\d.]+)x\), "
                      r"webdataset tar_file_iterator (\d+) \(([\d.]+)x\)", out)
     assert tars, out
