@@ -1,0 +1,148 @@
+"""The streaming loader's own work, counted in instructions: a figure the machine's noise does not move.
+
+    python bench/loader_instructions.py --workdir DIR [--workers 1] [--batch 64] [--image-size 224] \
+        [--passes 1 3] [--jobs 2]
+
+DIR is a folder bench/loader.py built (its shards in DIR/shards/train: generated JPEGs, or real
+ones with bench/loader.py --images). Each of the plain decode + augment loop (the JPEGs in memory,
+one reused array: bench/loader.py's baseline) and the full loader (tar reading, shuffle buffer,
+decode, RandomResizedCrop, flip, batches through the ring, worker processes) runs under valgrind's
+callgrind twice, over a few and over more passes (``--passes``); the difference between the two
+runs, per image, is the instructions an image costs once a run is going (process start, imports,
+worker fork and the shuffle buffer's first fill cancel out). The loader's count is its main
+process and its workers together.
+
+Why instructions: on a shared 2-core VM the same plain loop runs 15% faster or slower from one
+second to the next, more than the 5% the loader may add; callgrind counts the same instructions
+for the same binary and input whatever else the machine does, so the runs go two at a time. What
+it leaves out, and the wall-clock benchmark keeps: the kernel's work (page faults, system
+calls), cache misses and memory bandwidth, and any waiting.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+VALGRIND = "valgrind"
+
+
+def fail(message: str) -> None:
+    """Bad arguments or set-up: one line on stderr, exit 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def callgrind_totals(folder: Path) -> dict[int, int]:
+    """Instructions per process (pid -> Ir) from the ``cg.<pid>`` files callgrind wrote in ``folder``."""
+    out = {}
+    for f in sorted(folder.glob("cg.*")):
+        total = None
+        with open(f, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith(("totals:", "summary:")):
+                    total = int(line.split()[1])
+        if total is None:
+            raise ValueError(f"{f}: no 'totals:' or 'summary:' line (callgrind did not finish)")
+        out[int(f.name.split(".", 1)[1])] = total
+    return out
+
+
+def child(mode: str, split: Path, passes: int, workers: int, batch: int, size: int) -> int:
+    """Run ``passes`` passes of the plain loop or epochs of the loader; returns the images done."""
+    import numpy as np
+
+    from pipeline import schema
+    from pipeline.loader import BadSamples, CpuAugment, LoaderConfig, ShardLoader, read_shard
+
+    cfg = LoaderConfig(batch_size=batch, workers=workers, image_size=size, shuffle_buffer=1000)
+    if mode == "plain":
+        jpegs = [s["jpg"] for name in schema.read_sizes(split) for s in read_shard(split / name, BadSamples(1e9))]
+        aug = CpuAugment(cfg, random.Random(0))
+        out = np.empty((1, size, size, 3), dtype=np.uint8)
+        for _ in range(passes):
+            for data in jpegs:
+                aug.into(data, out)
+        return passes * len(jpegs)
+    loader = ShardLoader(split, cfg)
+    images = 0
+    for _ in range(passes):
+        for b in loader:
+            images += len(b["class_id"])
+    loader.close()
+    return images
+
+
+def counted(mode: str, passes: int, args, split: Path) -> tuple[int, int, int]:
+    """(images, instructions of the top process, instructions of its children) of one run."""
+    folder = Path(tempfile.mkdtemp(prefix=f"cg_{mode}_{passes}_", dir=args.tmp))
+    cmd = [VALGRIND, "--tool=callgrind", f"--callgrind-out-file={folder}/cg.%p", "--dump-instr=no",
+           sys.executable, __file__, "--child", mode, "--split", str(split), "--child-passes", str(passes),
+           "--workers", str(args.workers), "--batch", str(args.batch), "--image-size", str(args.image_size)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{mode}, {passes} passes: exit {proc.returncode}\n{err[-2000:]}")
+    totals = callgrind_totals(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    images = int(out.strip().splitlines()[-1])
+    top = totals.pop(proc.pid)
+    return images, top, sum(totals.values())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", help="a folder bench/loader.py built (shards in WORKDIR/shards/train)")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--passes", type=int, nargs=2, default=[1, 3], metavar=("FEW", "MORE"))
+    ap.add_argument("--jobs", type=int, default=2, help="valgrind runs at a time")
+    ap.add_argument("--tmp", default=None, help="where callgrind's files go (deleted after each run)")
+    ap.add_argument("--child", choices=["plain", "loader"], help=argparse.SUPPRESS)
+    ap.add_argument("--split", help=argparse.SUPPRESS)
+    ap.add_argument("--child-passes", type=int, default=1, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(child(args.child, Path(args.split), args.child_passes, args.workers, args.batch, args.image_size))
+        return
+    if not args.workdir:
+        fail("--workdir DIR is required (a folder bench/loader.py built)")
+    split = Path(args.workdir) / "shards" / "train"
+    if not (split / "sizes.json").is_file() and not any(split.glob("*.tar")):
+        fail(f"{split}: no shards; run bench/loader.py --workdir {args.workdir} first")
+    if shutil.which(VALGRIND) is None:
+        fail("valgrind is not installed (Debian: apt-get install valgrind)")
+    few, more = args.passes
+    if not 0 < few < more:
+        fail(f"--passes {few} {more}: need 0 < FEW < MORE")
+    runs = [(m, p) for m in ("plain", "loader") for p in (few, more)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        got = dict(zip(runs, pool.map(lambda r: counted(r[0], r[1], args, split), runs)))
+    per = {}
+    for mode in ("plain", "loader"):
+        (n1, top1, kids1), (n2, top2, kids2) = got[(mode, few)], got[(mode, more)]
+        per[mode] = ((top2 + kids2) - (top1 + kids1)) / (n2 - n1), (top2 - top1) / (n2 - n1), \
+            (kids2 - kids1) / (n2 - n1)
+    plain, loader = per["plain"][0], per["loader"][0]
+    images = got[("loader", more)][0] - got[("loader", few)][0]
+    print(f"instructions per image, callgrind (user space only; the difference of {few} and {more} passes, "
+          f"{images} loader images; {args.workers} worker(s), batch {args.batch}, {args.image_size}px, "
+          f"{split}):")
+    print(f"  plain decode+augment loop: {plain / 1e6:.3f} M")
+    print(f"  loader: {loader / 1e6:.3f} M (workers {per['loader'][2] / 1e6:.3f} M, main process "
+          f"{per['loader'][1] / 1e6:.3f} M) -> plain / loader {plain / loader:.3f}, overhead "
+          f"{loader / plain - 1:+.1%} (goal <= 5%); the workers alone {per['loader'][2] / plain - 1:+.1%}")
+
+
+if __name__ == "__main__":
+    main()

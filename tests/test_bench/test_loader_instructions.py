@@ -1,0 +1,92 @@
+"""bench/loader_instructions.py: callgrind's totals read back, the per-image difference of two runs
+(with a stand-in valgrind that runs the real child and writes callgrind-style totals from the
+images it did), and its one-line errors."""
+import os
+import re
+import stat
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import REPO
+
+BENCH = REPO / "bench" / "loader_instructions.py"
+
+sys.path.insert(0, str(REPO / "bench"))
+from loader_instructions import callgrind_totals  # noqa: E402
+
+
+def test_callgrind_totals_per_process(tmp_path):
+    (tmp_path / "cg.101").write_text("version: 1\ncmd: python\nevents: Ir\nsummary: 5000\nfn=x\n1 5000\ntotals: 5000\n")
+    (tmp_path / "cg.202").write_text("events: Ir\nsummary: 70\n")
+    assert callgrind_totals(tmp_path) == {101: 5000, 202: 70}
+    (tmp_path / "cg.303").write_text("events: Ir\nfn=x\n")   # cut short
+    with pytest.raises(ValueError, match=r"cg\.303: no 'totals:'"):
+        callgrind_totals(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    work = tmp_path_factory.mktemp("bench")
+    res = subprocess.run([sys.executable, str(REPO / "bench" / "loader.py"), "--classes", "3",
+                          "--images-per-class", "8", "--batch", "8", "--image-size", "32", "--workers", "1",
+                          "--repeats", "1", "--epochs", "1", "--shard-count", "10", "--workdir", str(work)],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return work
+
+
+FAKE = """\
+#!{python}
+# a stand-in for valgrind --tool=callgrind: runs the command, then writes what callgrind would
+# for a top process of 1000 + 7 x images instructions and (a worker) 500 + 3 x images
+import re, subprocess, sys
+out_file = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--callgrind-out-file="))
+i = next(k for k, a in enumerate(sys.argv) if a == "{python}" and k > 0)
+res = subprocess.run(sys.argv[i:], capture_output=True, text=True)
+images = int(res.stdout.split()[-1])
+import os
+pid = os.getpid()
+open(out_file.replace("%p", str(pid)), "w").write("summary: %d\\n" % (1000 + 7 * images))
+if "loader" in sys.argv:
+    open(out_file.replace("%p", str(pid + 1)), "w").write("totals: %d\\n" % (500 + 3 * images))
+sys.stdout.write(res.stdout)
+sys.exit(res.returncode)
+"""
+
+
+def test_per_image_difference_of_two_runs(shards, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "valgrind"
+    fake.write_text(FAKE.format(python=sys.executable))
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    res = subprocess.run([sys.executable, str(BENCH), "--workdir", str(shards), "--batch", "8",
+                          "--image-size", "32", "--passes", "1", "2", "--tmp", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout
+    # the fixed parts (1000, 500) cancel: 7 per image in the plain loop, 7 + 3 in the loader
+    assert re.search(r"plain decode\+augment loop: 0\.000 M", out), out
+    m = re.search(r"loader: .* -> plain / loader ([\d.]+), overhead \+([\d.]+)%", out)
+    assert m, out
+    assert float(m.group(1)) == pytest.approx(0.7, abs=1e-3)
+    assert float(m.group(2)) == pytest.approx(42.9, abs=0.1)
+    assert re.search(r"the workers alone -57\.1%", out), out
+    assert not list(tmp_path.glob("cg_*")), "callgrind's files are deleted after each run"
+
+
+def test_one_line_errors(tmp_path):
+    res = subprocess.run([sys.executable, str(BENCH), "--workdir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0
+    assert f"{tmp_path / 'shards' / 'train'}: no shards" in res.stderr
+    (tmp_path / "shards" / "train").mkdir(parents=True)
+    (tmp_path / "shards" / "train" / "sizes.json").write_text("{}")
+    env = {**os.environ, "PATH": str(tmp_path / "nowhere")}
+    res = subprocess.run([sys.executable, str(BENCH), "--workdir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 2 and "valgrind is not installed" in res.stderr and res.stderr.strip().count("\n") == 0
