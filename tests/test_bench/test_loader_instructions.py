@@ -6,7 +6,6 @@ import re
 import stat
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
