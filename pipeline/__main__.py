@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument("--resize-shorter", type=int, metavar="S", help="re-encode to shorter side S")
     shard.add_argument("--on-error", choices=["skip", "fail"])
     shard.add_argument("--validate", choices=["full", "fast", "none"],
-                       help="JPEG check: full (structure + decode, default), fast (structure and headers, no decode), none")
+                       help="JPEG check: fast (structure and headers, no decode; default), full (and a decode), none")
     shard.add_argument("--images-root", help="where the release's images are (default: ROOT)")
     shard.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     shard.add_argument("--part", type=int, help="write only this part (default $SLURM_ARRAY_TASK_ID with --num-parts)")

@@ -16,7 +16,8 @@ decoding.
   scan's spectral selection and successive approximation.
 
 What it cannot see: corrupt Huffman-coded bits between valid markers. libjpeg decodes those with a
-warning (grey or smeared blocks), so the loader still decodes the image; ``full`` refuses them.
+warning (grey or smeared blocks), which Pillow does not raise, so the loader still decodes the
+image (``full``, which decodes, passes them too).
 Checked by flipping every header byte of real photos (tests/test_pipeline/test_jpeg_parse.py):
 whatever this check passes, Pillow decodes.
 

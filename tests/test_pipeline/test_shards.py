@@ -152,6 +152,33 @@ def test_bad_images_are_skipped_and_counted(mined_v1, example_v1, tmp_path):
         Image.open(io.BytesIO(s["jpg"])).load()
 
 
+def test_the_default_check_refuses_bad_headers_and_keeps_damaged_pixels(mined_v1, example_v1, tmp_path):
+    """validate=fast, the default: a scan header naming an undefined Huffman table (what the
+    structural parse alone let through, and libjpeg refuses) is counted bad_image; bytes of the
+    entropy-coded data changed, markers intact, are stored, and decode (grey blocks)."""
+    assert ShardConfig().validate == "fast"
+    root = tmp_path / "r"
+    shutil.copytree(example_v1, root)
+    files = [l.split()[0] for l in (root / "info" / "train_filelist_all.txt").read_text().splitlines()]
+    header = bytearray((root / files[6]).read_bytes())
+    sos = header.index(b"\xff\xda")
+    header[sos + 6] = 0x33                              # the first scan component's tables: 3 and 3
+    (root / files[6]).write_bytes(bytes(header))
+    pixels = bytearray((root / files[7]).read_bytes())
+    sos = pixels.index(b"\xff\xda")
+    start = sos + 2 + int.from_bytes(pixels[sos + 2: sos + 4], "big")
+    pixels[start + 10: start + 40] = bytes([0x5A] * 30)   # no 0xFF: no marker made or broken
+    (root / files[7]).write_bytes(bytes(pixels))
+    out = tmp_path / "s"
+    report = shard_all(root, mined_v1, out, ShardConfig(), splits=["train"], workers=1, num_parts=1)["train"]
+    assert report["problems"]["counts"] == {"bad_image": 1}
+    assert list(report["problems"]["files"]["bad_image"]) == [str(root / files[6])]
+    stored = {json.loads(s["json"])["path"]: s["jpg"] for s in _tar_samples(out / "train")}
+    assert stored[files[7]] == bytes(pixels)
+    for data in stored.values():   # every stored sample decodes fully
+        Image.open(io.BytesIO(data)).convert("RGB").load()
+
+
 def test_fail_mode_names_the_image(mined_v1, example_v1, tmp_path):
     root = tmp_path / "r"
     shutil.copytree(example_v1, root)
