@@ -10,6 +10,7 @@ epoch and the shards whose every sample has been delivered (each batch's
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -55,9 +56,31 @@ class _WorkerInit:
     def __call__(self, worker_id: int) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if hasattr(signal, "pthread_sigmask"):   # blocked since the fork (_deaf_fork): a TERM that
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)   # came meanwhile is dropped
         if self.increment:
             os.nice(self.increment)
         keep_heap()
+
+
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+@contextlib.contextmanager
+def _deaf_fork():
+    """SIGTERM and SIGINT blocked in this thread while the DataLoader forks its workers: a forked
+    worker starts with them blocked and unblocks them once it ignores them (:class:`_WorkerInit`),
+    so a TERM that reaches the job while workers start (a preemption at the start of an epoch)
+    cannot kill one before it ignores TERM. Here a signal that came meanwhile is delivered when
+    the mask is restored, not lost."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _as_is(batch):
@@ -163,7 +186,9 @@ class ShardLoader:
                         worker_init_fn=_WorkerInit(self.cfg.worker_nice),
                         prefetch_factor=self.cfg.prefetch_factor, persistent_workers=False,
                         multiprocessing_context="fork" if fork else None)
-        return _Stream(iter(dl), ring, self.epoch)
+        with _deaf_fork():   # the workers fork here
+            batches = iter(dl)
+        return _Stream(batches, ring, self.epoch)
 
     def close(self) -> None:
         """Stop the workers (they otherwise stream on into the next epoch until the loader is gone)."""

@@ -153,6 +153,32 @@ LOADER_SCRIPT = textwrap.dedent("""
 """)
 
 
+def test_a_sigterm_while_loader_workers_start_kills_none(shards_v1, monkeypatch):
+    """A TERM that reaches a worker between its fork and its worker_init_fn (a preemption as an
+    epoch starts; the CI once hit this window under load): each worker sends itself TERM and INT
+    before its init runs. Blocked since the fork, they are dropped once the worker ignores them."""
+    from pipeline.loader import LoaderConfig, ShardLoader, shard_loader
+
+    real_init = shard_loader._WorkerInit.__call__
+
+    def term_first(self, worker_id):
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)   # delivered by now, unless blocked
+        real_init(self, worker_id)
+
+    monkeypatch.setattr(shard_loader._WorkerInit, "__call__", term_first)
+    loader = ShardLoader(shards_v1 / "train", LoaderConfig(batch_size=4, workers=2, image_size=32, train=True))
+    try:
+        assert sum(1 for _ in loader) == len(loader)
+        workers = [p for p in psutil.Process().children() if p.status() != psutil.STATUS_ZOMBIE]
+        assert len(workers) == 2 and all(w.is_running() for w in workers)
+    finally:
+        loader.close()
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN   # the main process's own handlers
+    assert not signal.pthread_sigmask(signal.SIG_BLOCK, set()) & {signal.SIGTERM, signal.SIGINT}
+
+
 def test_loader_workers_ignore_sigterm_and_die_with_their_main_process(shards_v1, tmp_path):
     from pipeline.loader import LoaderConfig, ShardLoader
 
