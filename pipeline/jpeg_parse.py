@@ -159,8 +159,9 @@ def _frame(marker: int, body: bytes, where: _Where) -> _Frame:
     precision, h, w, nc = body[0], (body[1] << 8) | body[2], (body[3] << 8) | body[4], body[5]
     if precision != 8:
         raise _bad("bad_image", f"{where}: {w}x{h}, {nc} components of {precision} bits")
-    if w * h > Image.MAX_IMAGE_PIXELS:
-        raise _bad("bad_image", f"{where}: {w}x{h} is above Pillow's limit of {Image.MAX_IMAGE_PIXELS} pixels")
+    limit = Image.MAX_IMAGE_PIXELS   # None: the user lifted Pillow's limit
+    if limit and w * h > limit:
+        raise _bad("bad_image", f"{where}: {w}x{h} is above Pillow's limit of {limit} pixels")
     if len(body) != 6 + 3 * nc:
         raise _bad("bad_image", f"{where}: frame header of {len(body) + 2} bytes for {nc} components")
     comps: dict[int, tuple[int, int, int]] = {}

@@ -137,3 +137,14 @@ def test_fast_passes_huffman_coded_jpegs_only():
         check_jpeg(arithmetic, "fast")
     assert check_jpeg(arithmetic, "full") == (64, 48)   # decoded, so judged by libjpeg
     assert check_jpeg(_set(good, sof + 1, 0xC1), "fast") == (64, 48)   # extended sequential, 8-bit
+
+
+def test_pillows_pixel_limit_as_the_user_set_it(monkeypatch):
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48)).save(out, "JPEG")
+    data = out.getvalue()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(BadImage, match="above Pillow's limit of 1000 pixels"):
+        check_jpeg(data, "fast")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)   # lifted: no limit
+    assert check_jpeg(data, "fast") == (64, 48)
