@@ -3,15 +3,16 @@ decides whether libjpeg (through Pillow, as the loader decodes) can decode it, r
 decoding.
 
 - the marker segments and their lengths, every marker one that libjpeg knows, one frame header
-  before the first scan, every marker inside the entropy-coded data a legal one (stuffed bytes,
-  fill bytes, restarts), the end-of-image marker reached: truncated files and bad markers;
+  before the first scan, at least one scan, every marker inside the entropy-coded data a legal
+  one (stuffed bytes, fill bytes, restarts), the end-of-image marker reached: truncated files and
+  bad markers;
 - the headers' contents, as libjpeg checks them before it decodes (its fatal errors): the frame's
   process (Huffman-coded baseline, extended or progressive, 8-bit samples; arithmetic-coded,
   lossless and hierarchical JPEGs are refused, rare on the web: ``full`` decodes those to decide),
   its size (not above Pillow's decompression-bomb limit), 1, 3 or 4 components with sampling
-  factors 1-4 in integral ratios and quantisation tables 0-3; quantisation tables (8 or 16 bits,
-  ids 0-3, lengths that add up); Huffman tables (class and id, at most 256 codes that form a
-  prefix code, DC symbols <= 15); restart intervals; each scan's components (in the frame, none
+  factors 1-4 in integral ratios and quantisation tables 0-3; no arithmetic-coding conditioning
+  (DAC) segment; quantisation tables (8 or 16 bits, ids 0-3, lengths that add up); Huffman tables
+  (class and id, at most 256 codes that form a prefix code, DC symbols <= 15); restart intervals; each scan's components (in the frame, none
   twice, at most 10 blocks per interleaved MCU), its tables defined before it, and a progressive
   scan's spectral selection and successive approximation.
 
@@ -85,7 +86,7 @@ def jpeg_structure(data: bytes, headers: bool = True) -> tuple[int, int]:
     ``headers=False`` (``validate=full``, which decodes next and lets libjpeg judge the headers):
     the structure only, with the frame's size and components, any process."""
     n, pos = len(data), 2
-    frame = None
+    frame, scans = None, 0
     quant: set[int] = set()
     huff: set[tuple[int, int]] = set()   # (0 DC | 1 AC, id)
     while True:
@@ -99,8 +100,9 @@ def jpeg_structure(data: bytes, headers: bool = True) -> tuple[int, int]:
             raise _bad("truncated_image", f"JPEG ends at byte {n} before its end marker (truncated file)")
         marker = data[pos + 1]
         if marker == 0xD9:
-            if frame is None:
-                raise _bad("bad_image", "JPEG: end marker before any frame header")
+            if frame is None or not scans:
+                raise _bad("bad_image", f"JPEG: end marker at byte {pos} before any "
+                                        f"{'frame header' if frame is None else 'scan'}")
             return frame.size
         if marker not in _SEGMENT:
             raise _bad("bad_image", f"JPEG: bad marker 0xff{marker:02x} at byte {pos}")
@@ -129,6 +131,8 @@ def jpeg_structure(data: bytes, headers: bool = True) -> tuple[int, int]:
             _quant_tables(body, quant, where)
         elif marker == DHT:
             _huffman_tables(body, huff, where)
+        elif marker == DAC:   # arithmetic conditioning, which libjpeg parses and checks
+            raise _bad("bad_image", f"{where}: arithmetic-coding conditioning in a Huffman-coded JPEG")
         elif marker == DRI and length != 4:
             raise _bad("bad_image", f"{where}: restart interval of length {length}, not 4")
         if marker != SOS:
@@ -138,6 +142,7 @@ def jpeg_structure(data: bytes, headers: bool = True) -> tuple[int, int]:
             raise _bad("bad_image", f"JPEG: scan at byte {pos} before any frame header")
         if headers:
             _scan_header(body, frame, quant, huff, where)
+        scans += 1
         pos = _scan_end(data, end)
 
 

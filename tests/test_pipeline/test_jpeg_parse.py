@@ -54,7 +54,8 @@ def test_whatever_fast_passes_the_loader_decodes(name, data):
     assert check_jpeg(data, "fast") == Image.open(io.BytesIO(data)).size
     passed, undecodable = 0, []
     for pos in _header_positions(data):
-        for value in {data[pos] ^ 0xFF, data[pos] ^ 0x01, data[pos] ^ 0x10, 0x00} - {data[pos]}:
+        for value in {data[pos] ^ 0xFF, data[pos] ^ 0x01, data[pos] ^ 0x10, 0x00,
+                      (data[pos] + 1) % 256, (data[pos] - 1) % 256} - {data[pos]}:
             bad = data[:pos] + bytes([value]) + data[pos + 1:]
             try:
                 check_jpeg(bad, "fast")
@@ -65,6 +66,29 @@ def test_whatever_fast_passes_the_loader_decodes(name, data):
                 undecodable.append((pos, data[pos], value))
     assert passed > 100   # flips in comments, application data, table values still pass
     assert not undecodable, f"{name}: fast passed {len(undecodable)} undecodable flips, e.g. {undecodable[:5]}"
+
+
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+def test_every_value_of_every_header_byte_of_a_small_jpeg(progressive):
+    """All 255 other values of each header byte (and of the bytes around later scan headers)."""
+    out = io.BytesIO()
+    Image.open(PHOTO).convert("RGB").resize((48, 32)).save(out, "JPEG", quality=85, progressive=progressive)
+    data = out.getvalue()
+    undecodable = []
+    for pos in _header_positions(data):
+        for value in range(256):
+            if value == data[pos]:
+                continue
+            bad = data[:pos] + bytes([value]) + data[pos + 1:]
+            try:
+                check_jpeg(bad, "fast")
+            except BadImage:
+                continue
+            try:
+                Image.open(io.BytesIO(bad)).convert("RGB").load()
+            except Exception:  # noqa: BLE001 - Pillow raises many types on data it cannot decode
+                undecodable.append((pos, data[pos], value))
+    assert not undecodable, f"fast passed {len(undecodable)} undecodable values, e.g. {undecodable[:5]}"
 
 
 def _segments(data: bytes) -> dict[int, int]:
@@ -112,6 +136,8 @@ def _crafted():
     yield "a Huffman table that is no prefix code", _no_prefix_code(good, dht), "no prefix code"
     yield "a scan component not in the frame", _set(good, sos + 5, 9), "not in the frame"
     yield "a scan using Huffman table 3", _set(good, sos + 6, 0x33), "is not defined"
+    yield "arithmetic conditioning (DAC) in a Huffman-coded JPEG", _set(good, 3, 0xCC), "conditioning"
+    yield "an end marker before any scan", good[:sos] + b"\xff\xd9", "before any scan"
     yield "a progressive DC scan that ends at 5", _set(prog, psos + 6 + 2 * pns, 5), "progressive scan"
 
 
