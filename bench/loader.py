@@ -245,6 +245,7 @@ def main() -> None:
         later_rates.append(later)
         plain_rates.append(plain())
     around = [(a + b) / 2 for a, b in zip(plain_rates, plain_rates[1:])]
+    cpu_around = [(a + b) / 2 for a, b in zip(cpu["plain"], cpu["plain"][1:])]
     ratios = [x / p for x, p in zip(loader_rates, around)]
     steady_ratios = [x / p for x, p in zip(steady_rates, around)]
     med = statistics.median
@@ -269,13 +270,13 @@ def main() -> None:
           f"({min(steady_ratios):.3f}-{max(steady_ratios):.3f}), overhead {1 - steady_ratio:+.1%}")
     if args.epochs > 1:
         later_ratios = [x / p for x, p in zip(later_rates, around)]
-        later_cpu = [p / x for x, p in zip(cpu["later"], [(a + b) / 2 for a, b in zip(cpu["plain"], cpu["plain"][1:])])]
+        later_cpu = [p / x for x, p in zip(cpu["later"], cpu_around)]
         print(f"  the epochs after the first (steady state: no fork, shuffle-buffer fill or first page "
               f"touches): {med(later_rates):.0f} images/s per worker core -> {med(later_ratios):.3f} "
               f"({min(later_ratios):.3f}-{max(later_ratios):.3f}), overhead {1 - med(later_ratios):+.1%}; "
               f"CPU per image {med(cpu['later']) * 1e6:.0f} us -> plain / loader {med(later_cpu):.3f} "
               f"({min(later_cpu):.3f}-{max(later_cpu):.3f}), CPU overhead {1 - med(later_cpu):+.1%}")
-    cpu_ratios = [p / x for x, p in zip(cpu["loader"], [(a + b) / 2 for a, b in zip(cpu["plain"], cpu["plain"][1:])])]
+    cpu_ratios = [p / x for x, p in zip(cpu["loader"], cpu_around)]
     print(f"CPU per image (rusage; less sensitive to other jobs on the machine): plain loop "
           f"{med(cpu['plain']) * 1e6:.0f} us, loader {med(cpu['loader']) * 1e6:.0f} us (workers + main "
           f"process, of which main {med(cpu['main']) * 1e6:.0f} us; fork, shuffle-buffer fill and the "

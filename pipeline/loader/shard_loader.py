@@ -35,6 +35,9 @@ from .sampling import shard_repeat_factors
 from .worker import StreamDataset, keep_heap
 
 
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}   # ignored in the workers
+
+
 class _WorkerInit:
     """worker_init_fn: SIGTERM and SIGINT are ignored in the workers, and with ``loader.worker_nice``
     their scheduling priority is lowered.
@@ -61,9 +64,6 @@ class _WorkerInit:
         if self.increment:
             os.nice(self.increment)
         keep_heap()
-
-
-STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 @contextlib.contextmanager
