@@ -18,6 +18,9 @@ measures in one run:
   fork, shuffle-buffer fill or first touches of fresh pages); and
   the CPU-seconds per image of both (rusage: the loader's workers and main process together), a
   figure that other jobs on a shared machine disturb less than the wall clock;
+- where the loader's extra CPU goes: one epoch of its workers' own code (StreamDataset) run in
+  the main process (no fork, fresh batch arrays instead of the ring), against the plain loop, and
+  the sample stream alone (tar members, label checks, shuffle buffer; no decode) per sample;
 - the lean tar reader (pipeline.loader.tar.iter_tar) against tarfile's streaming mode and
   webdataset's tar_file_iterator, members/s over the same shards (page cache warm);
 - the loader's peak resident memory (main process + workers);
@@ -141,6 +144,29 @@ def pil_loop(paths: list[Path]) -> float:
     return len(paths) / (time.process_time() - t)
 
 
+def workers_in_process(split: Path, loader: ShardLoader, cfg: LoaderConfig) -> float:
+    """CPU-seconds per image of one epoch of the workers' own code (each worker's StreamDataset:
+    tar reading, labels, shuffle buffer, decode, augment, batching) run in this process."""
+    from pipeline.loader.worker import StreamDataset
+    n, c = 0, time.process_time()
+    for plan in loader._plans()[loader.rank]:
+        for batch in StreamDataset(split, cfg, [plan], loader.repeat, loader.epoch, loader.rank, sizes=loader.sizes):
+            n += len(batch["class_id"])
+    return (time.process_time() - c) / max(1, n)
+
+
+def stream_alone(split: Path, loader: ShardLoader, cfg: LoaderConfig) -> float:
+    """CPU-seconds per sample of the workers' sample streams alone (tar members, label checks,
+    shuffle buffer, padding; no decode), one epoch, in this process."""
+    from pipeline.loader.stages import sample_stream
+    n, c = 0, time.process_time()
+    for plan in loader._plans()[loader.rank]:
+        for _ in sample_stream(split, plan, plan.batches * cfg.images_per_batch, loader.repeat, cfg.shuffle_buffer,
+                               np.random.default_rng(0), BadSamples(1e9), loader.sizes):
+            n += 1
+    return (time.process_time() - c) / max(1, n)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--classes", type=int, default=40)
@@ -244,6 +270,14 @@ def main() -> None:
         steady_rates.append(steady)
         later_rates.append(later)
         plain_rates.append(plain())
+    # where the loader's extra CPU goes: its workers' own code run in this process (no fork, no
+    # ring), and the sample stream alone, each between two plain runs too
+    inproc, plain_inproc = [], [cpu["plain"][-1]]
+    for _ in range(args.repeats):
+        inproc.append(workers_in_process(split, loader, cfg))
+        plain()
+        plain_inproc.append(cpu["plain"][-1])
+    stream_us = min(stream_alone(split, loader, cfg) for _ in range(3)) * 1e6
     around = [(a + b) / 2 for a, b in zip(plain_rates, plain_rates[1:])]
     cpu_around = [(a + b) / 2 for a, b in zip(cpu["plain"], cpu["plain"][1:])]
     ratios = [x / p for x, p in zip(loader_rates, around)]
@@ -282,6 +316,12 @@ def main() -> None:
           f"process, of which main {med(cpu['main']) * 1e6:.0f} us; fork, shuffle-buffer fill and the "
           f"workers' start on the next epoch included) -> plain / loader {med(cpu_ratios):.3f} "
           f"({min(cpu_ratios):.3f}-{max(cpu_ratios):.3f}), CPU overhead {1 - med(cpu_ratios):+.1%}")
+    inproc_ratios = [(p + q) / 2 / x for x, p, q in zip(inproc, plain_inproc, plain_inproc[1:])]
+    print(f"the workers' code in this process (no fork, fresh batch arrays instead of the ring): CPU per image "
+          f"{med(inproc) * 1e6:.0f} us -> plain / in-process {med(inproc_ratios):.3f} "
+          f"({min(inproc_ratios):.3f}-{max(inproc_ratios):.3f}), CPU overhead {1 - med(inproc_ratios):+.1%}; "
+          f"the sample stream alone (tar members, labels, shuffle buffer; no decode): {stream_us:.1f} us per "
+          f"sample (best of 3), {stream_us / (med(cpu['plain']) * 1e6):.1%} of the plain loop's image")
     print(f"loader peak memory (PSS, main + workers): {rss.peak / 2**20:.0f} MiB")
     tars = tar_readers([split / name for name in schema.read_sizes(split)])
     print(f"tar reader, members/s (best of 3, page cache warm): ours {tars['ours']:.0f}, tarfile stream "

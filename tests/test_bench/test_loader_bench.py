@@ -25,6 +25,11 @@ def test_loader_bench_runs(tmp_path):
     assert later, out
     assert 0 < float(later.group(2)) <= float(later.group(1)) <= float(later.group(3))
     assert int(later.group(4)) > 0 and float(later.group(5)) > 0
+    inproc = re.search(r"the workers' code in this process .*CPU per image (\d+) us -> plain / in-process ([\d.]+) "
+                       r"\(([\d.]+)-([\d.]+)\).*the sample stream alone .*: ([\d.]+) us per sample", out)
+    assert inproc, out
+    assert int(inproc.group(1)) > 0 and 0 < float(inproc.group(3)) <= float(inproc.group(2)) <= float(inproc.group(4))
+    assert float(inproc.group(5)) > 0
     tars = re.search(r"tar reader, members/s .*: ours (\d+), tarfile stream (\d+) \(([\d.]+)x\), "
                      r"webdataset tar_file_iterator (\d+) \(([\d.]+)x\)", out)
     assert tars, out
