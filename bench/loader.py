@@ -272,11 +272,10 @@ def main() -> None:
         plain_rates.append(plain())
     # where the loader's extra CPU goes: its workers' own code run in this process (no fork, no
     # ring), and the sample stream alone, each between two plain runs too
-    inproc, plain_inproc = [], [cpu["plain"][-1]]
+    inproc = []
     for _ in range(args.repeats):
         inproc.append(workers_in_process(split, loader, cfg))
         plain()
-        plain_inproc.append(cpu["plain"][-1])
     stream_us = min(stream_alone(split, loader, cfg) for _ in range(3)) * 1e6
     around = [(a + b) / 2 for a, b in zip(plain_rates, plain_rates[1:])]
     cpu_around = [(a + b) / 2 for a, b in zip(cpu["plain"], cpu["plain"][1:])]
@@ -316,7 +315,7 @@ def main() -> None:
           f"process, of which main {med(cpu['main']) * 1e6:.0f} us; fork, shuffle-buffer fill and the "
           f"workers' start on the next epoch included) -> plain / loader {med(cpu_ratios):.3f} "
           f"({min(cpu_ratios):.3f}-{max(cpu_ratios):.3f}), CPU overhead {1 - med(cpu_ratios):+.1%}")
-    inproc_ratios = [(p + q) / 2 / x for x, p, q in zip(inproc, plain_inproc, plain_inproc[1:])]
+    inproc_ratios = [p / x for x, p in zip(inproc, cpu_around[args.repeats:])]   # the plain runs around each
     print(f"the workers' code in this process (no fork, fresh batch arrays instead of the ring): CPU per image "
           f"{med(inproc) * 1e6:.0f} us -> plain / in-process {med(inproc_ratios):.3f} "
           f"({min(inproc_ratios):.3f}-{max(inproc_ratios):.3f}), CPU overhead {1 - med(inproc_ratios):+.1%}; "
