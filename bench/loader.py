@@ -2,7 +2,7 @@
 
     python bench/loader.py [--classes 40] [--images-per-class 100] [--workers N] [--batch 64]
                            [--image-size 224] [--epochs 2] [--repeats 5] [--device cpu|cuda]
-                           [--workdir DIR] [--images DIR]
+                           [--workdir DIR] [--images DIR] [--read-ahead N]
 
 Builds a generated WebVision-format example (text mining + shards; kept in --workdir), then
 measures in one run:
@@ -180,6 +180,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--images", default=None, metavar="DIR", help="real JPEGs to use as the training images")
+    ap.add_argument("--read-ahead", type=int, default=LoaderConfig.read_ahead,
+                    help="loader.read_ahead: samples a worker draws before decoding them (1: interleaved)")
     args = ap.parse_args()
     setup_logging("WARNING")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_loader_"))
@@ -207,7 +209,7 @@ def main() -> None:
 
     # plain loop: the same decode + augmentation on the same JPEGs, in memory, one core
     cfg = LoaderConfig(batch_size=args.batch, workers=args.workers, image_size=args.image_size,
-                       shuffle_buffer=1000)
+                       shuffle_buffer=1000, read_ahead=args.read_ahead)
     jpegs = [s["jpg"] for name in schema.read_sizes(split) for s in read_shard(split / name, BadSamples(1e9))]
     loader = ShardLoader(split, cfg)
     # memory in an epoch of its own: reading /proc/*/smaps stalls the workers' page faults
@@ -286,7 +288,7 @@ def main() -> None:
     print(f"\n{n} images in {len(schema.read_sizes(split))} shards "
           f"({'real JPEGs of ' + args.images if args.images else 'generated example'}, "
           f"{sum(len(j) for j in jpegs) / len(jpegs) / 1024:.1f} KB mean JPEG), batch {args.batch}, "
-          f"{args.image_size}px, {args.workers} worker processes on {os.cpu_count()} cores, "
+          f"{args.image_size}px, read-ahead {args.read_ahead}, {args.workers} worker processes on {os.cpu_count()} cores, "
           f"{args.repeats} loader runs each between two plain runs")
     print(f"shard writer: {writer_rate:.0f} images/s/core with the default --validate {default_mode} "
           f"(goal >= 1000, no re-encoding)")

@@ -14,6 +14,7 @@ class LoaderConfig:
     batch_size: int = 256                 # images per batch and rank (with repeat_aug: copies count)
     workers: int = 8                      # DataLoader worker processes per rank
     shuffle_buffer: int = 2000            # samples
+    read_ahead: int = 1024                # samples drawn from the shuffle buffer before they are decoded back to back
     # instance: each image once; class: every class equally likely; sqrt: class probability
     # proportional to sqrt(frequency); keyword: keyword repeat-factor sampling (LVIS RFS, t below);
     # balanced: every label of balance_over equally likely to be the one an image is drawn for
@@ -39,7 +40,7 @@ class LoaderConfig:
     reuse_buffers: bool = True            # workers fill a ring of shared-memory batch buffers (ring.py)
 
     def __post_init__(self) -> None:
-        check(self, batch_size=at_least(1), workers=at_least(0), shuffle_buffer=at_least(0),
+        check(self, batch_size=at_least(1), workers=at_least(0), shuffle_buffer=at_least(0), read_ahead=at_least(1),
               keyword_threshold=above(0), repeat_aug=at_least(1), image_size=at_least(1),
               crop_pct=between(0, 1, low_open=True), scale=each(between(0, 1, low_open=True), 2),
               ratio=each(above(0), 2), hflip=between(0, 1), log_bad_every_s=at_least(0),

@@ -10,11 +10,12 @@ def test_loader_bench_runs(tmp_path):
     res = subprocess.run([sys.executable, str(REPO / "bench" / "loader.py"), "--classes", "4",
                           "--images-per-class", "12", "--batch", "8", "--image-size", "32",
                           "--workers", "1", "--repeats", "2", "--epochs", "2", "--shard-count", "10",
-                          "--workdir", str(tmp_path)],
+                          "--read-ahead", "3", "--workdir", str(tmp_path)],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     out = res.stdout
     assert re.search(r"shard writer: \d+ images/s/core", out)
+    assert ", read-ahead 3, 1 worker processes" in out, out
     ratios = re.search(r"-> ([\d.]+) of the plain loop around it \(median; ([\d.]+)-([\d.]+)\)", out)
     assert ratios, out
     lo, hi = float(ratios.group(2)), float(ratios.group(3))

@@ -1,6 +1,7 @@
 """The streaming loader: equal batches per rank, sampling distributions, repeated augmentation,
 resume without repeats or gaps, bad members, eval and GPU-style decode paths."""
 import io
+import itertools
 import shutil
 from collections import Counter
 
@@ -463,3 +464,42 @@ def _lent_views_stay_intact(loader, fresh):
     del kept, k                   # the last references to the lent buffers
     gc.collect()
     assert sum(map(len, ring.lent)) == 0
+
+
+def test_a_batchs_samples_are_read_before_its_images_are_decoded(shards, monkeypatch):
+    """The worker pulls ``read_ahead`` samples from its stream, then decodes them back to back
+    (not each decode between two stretches of the stream's code); the batches are those of the
+    interleaved order (``read_ahead=1``), image for image."""
+    from pipeline.loader import worker
+    from pipeline.loader.augment import CpuAugment
+
+    split = shards / "train"
+    cfg = LoaderConfig(batch_size=8, workers=1, shuffle_buffer=16, image_size=32, seed=3, read_ahead=12)
+    loader = ShardLoader(split, LoaderConfig(**{**vars(cfg), "read_ahead": 1}))
+    epoch, plans = loader.epoch, loader._plans()[0]
+    expected = [(b["index"], b["image"].clone()) for b in loader]
+    loader.close()
+    events = []
+    real_stream, real_into = worker.sample_stream, CpuAugment.into
+
+    def stream(*a, **k):
+        for item in real_stream(*a, **k):
+            events.append("read")
+            yield item
+
+    def into(self, data, out):
+        events.append("decode")
+        return real_into(self, data, out)
+
+    monkeypatch.setattr(worker, "sample_stream", stream)
+    monkeypatch.setattr(CpuAugment, "into", into)
+    got = [(torch.as_tensor(b["index"]), b["image"].clone())
+           for b in worker.StreamDataset(split, cfg, plans, loader.repeat, epoch, 0, sizes=loader.sizes)]
+    assert len(got) == len(expected) > 2
+    for (i1, x1), (i2, x2) in zip(got, expected):
+        assert torch.equal(i1, i2) and torch.equal(x1, x2)
+    runs = [(e, len(list(g))) for e, g in itertools.groupby(events)]
+    n = sum(len(b[0]) for b in got)
+    assert runs[:4] == [("read", 12), ("decode", 12), ("read", 12), ("decode", 12)]
+    assert sum(k for e, k in runs if e == "decode") == n
+    assert all(k <= 12 for _, k in runs)
