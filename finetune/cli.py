@@ -325,8 +325,9 @@ def _retrieve(args, splits: dict[str, Path], device) -> int:
     if args.fit_whitening:
         fit_feat = embed(model, info, splits[args.fit_whitening], **kw)[0]
         whitening = PCAWhitening.fit(fit_feat)
-        whitening.save(_folder(args.checkpoint) / "whitening.npz")
-        _beside(args.checkpoint, _folder(args.checkpoint) / "whitening.npz")
+        saved = _folder(args.checkpoint) / "whitening.npz"
+        whitening.save(saved)
+        _beside(args.checkpoint, saved)
     elif args.whitening:
         whitening = PCAWhitening.load(args.whitening)
     exclude = None
