@@ -15,6 +15,7 @@ class LoaderConfig:
     workers: int = 8                      # DataLoader worker processes per rank
     shuffle_buffer: int = 2000            # samples
     read_ahead: int = 1024                # samples drawn from the shuffle buffer before they are decoded back to back
+    read_ahead_mb: float = 64.0           # ... or fewer, once their JPEGs hold this many MiB (large photos)
     # instance: each image once; class: every class equally likely; sqrt: class probability
     # proportional to sqrt(frequency); keyword: keyword repeat-factor sampling (LVIS RFS, t below);
     # balanced: every label of balance_over equally likely to be the one an image is drawn for
@@ -40,7 +41,7 @@ class LoaderConfig:
     reuse_buffers: bool = True            # workers fill a ring of shared-memory batch buffers (ring.py)
 
     def __post_init__(self) -> None:
-        check(self, batch_size=at_least(1), workers=at_least(0), shuffle_buffer=at_least(0), read_ahead=at_least(1),
+        check(self, batch_size=at_least(1), workers=at_least(0), shuffle_buffer=at_least(0), read_ahead=at_least(1), read_ahead_mb=above(0),
               keyword_threshold=above(0), repeat_aug=at_least(1), image_size=at_least(1),
               crop_pct=between(0, 1, low_open=True), scale=each(between(0, 1, low_open=True), 2),
               ratio=each(above(0), 2), hflip=between(0, 1), log_bad_every_s=at_least(0),

@@ -10,7 +10,6 @@ worker), so the DataLoader's round-robin never mixes two epochs.
 """
 from __future__ import annotations
 
-import itertools
 import os
 import random
 from pathlib import Path
@@ -62,9 +61,10 @@ def keep_heap() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
-def read_ahead(samples: Iterator, n: int) -> Iterator:
+def read_ahead(samples: Iterator, n: int, max_bytes: float = float("inf")) -> Iterator:
     """``samples`` unchanged, but pulled from the stream ``n`` at a time (``loader.read_ahead``),
-    so that the decodes run back to back instead of each between two stretches of the stream's
+    or fewer once their JPEGs hold ``max_bytes`` (``loader.read_ahead_mb``: large photos), so
+    that the decodes run back to back instead of each between two stretches of the stream's
     own code (tar members, label checks, the shuffle draw).
 
     Interleaved, the decodes ran slower than in the plain loop's tight repetition although they
@@ -79,10 +79,15 @@ def read_ahead(samples: Iterator, n: int) -> Iterator:
     shard still travels with its last sample's batch (the resumable position), while a sample
     lost in reading is reported with the batch being built when it was read (up to ``n``
     samples early; the totals are the same). The price is memory: ``n`` more samples' JPEG
-    bytes per worker besides its shuffle buffer."""
-    it = iter(samples)
-    while chunk := list(itertools.islice(it, n)):
-        yield from chunk
+    bytes per worker besides its shuffle buffer, at most ``max_bytes`` and one sample."""
+    chunk, held = [], 0
+    for item in samples:
+        chunk.append(item)
+        held += len(item[0].get(schema.IMAGE_EXT, b""))
+        if len(chunk) >= n or held >= max_bytes:
+            yield from chunk
+            chunk, held = [], 0
+    yield from chunk
 
 
 class StreamDataset(IterableDataset):
@@ -150,7 +155,7 @@ class WorkerStream:
             emitted += 1
             return out
 
-        for sample, padding, finished in read_ahead(samples, cfg.read_ahead):   # decode -> augment -> batch
+        for sample, padding, finished in read_ahead(samples, cfg.read_ahead, cfg.read_ahead_mb * 2**20):   # decode -> augment -> batch
             done.extend(finished)
             try:
                 path.add(len(items), sample[schema.IMAGE_EXT], aug, m)

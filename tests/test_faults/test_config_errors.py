@@ -62,6 +62,8 @@ def test_yaml_syntax_error_names_file_and_line(example_v1, mined_v1, shards_v1, 
     ("loader.scale=[0.9,0.1]", "loader.scale=[0.9, 0.1]: must be [low, high] with low <= high"),
     ("optim.lr=-0.1", "optim.lr=-0.1: must be > 0"),
     ("loader.prefetch_factor=0", "loader.prefetch_factor=0: must be >= 1"),
+    ("loader.read_ahead=0", "loader.read_ahead=0: must be >= 1"),
+    ("loader.read_ahead_mb=0", "loader.read_ahead_mb=0.0: must be > 0"),
     ("train.keep_checkpoints=0", "train.keep_checkpoints=0: must be >= 1"),
     ("data.holdout_shards=-1", "data.holdout_shards=-1: must be >= 0"),
 ])

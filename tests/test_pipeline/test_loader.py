@@ -503,3 +503,20 @@ def test_a_batchs_samples_are_read_before_its_images_are_decoded(shards, monkeyp
     assert runs[:4] == [("read", 12), ("decode", 12), ("read", 12), ("decode", 12)]
     assert sum(k for e, k in runs if e == "decode") == n
     assert all(k <= 12 for _, k in runs)
+
+
+def test_read_ahead_holds_at_most_its_bytes_of_jpegs():
+    """``loader.read_ahead_mb``: with large photos the read-ahead stops at its byte bound before
+    its sample count, and every sample still comes, in order."""
+    from pipeline.loader.worker import read_ahead
+
+    pulled = []
+
+    def stream():
+        for i in range(8):
+            pulled.append(i)
+            yield {"__key__": str(i), "jpg": b"x" * 100}, False, []
+
+    seen = [(int(sample["__key__"]), len(pulled)) for sample, _, _ in read_ahead(stream(), 10, 250)]
+    assert [k for k, _ in seen] == list(range(8))
+    assert [n for _, n in seen] == [3, 3, 3, 6, 6, 6, 8, 8]      # 3 x 100 bytes >= 250: decoded, then on
