@@ -155,7 +155,8 @@ class WorkerStream:
             emitted += 1
             return out
 
-        for sample, padding, finished in read_ahead(samples, cfg.read_ahead, cfg.read_ahead_mb * 2**20):   # decode -> augment -> batch
+        samples = read_ahead(samples, cfg.read_ahead, cfg.read_ahead_mb * 2**20)
+        for sample, padding, finished in samples:          # decode -> augment -> batch
             done.extend(finished)
             try:
                 path.add(len(items), sample[schema.IMAGE_EXT], aug, m)
