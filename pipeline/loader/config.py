@@ -15,7 +15,7 @@ class LoaderConfig:
     workers: int = 8                      # DataLoader worker processes per rank
     shuffle_buffer: int = 2000            # samples
     read_ahead: int = 1024                # samples drawn from the shuffle buffer before they are decoded back to back
-    read_ahead_mb: float = 64.0           # ... or fewer, once their JPEGs hold this many MiB (large photos)
+    read_ahead_mb: float = 128.0          # ... or fewer, once their JPEGs hold this many MiB (large photos)
     # instance: each image once; class: every class equally likely; sqrt: class probability
     # proportional to sqrt(frequency); keyword: keyword repeat-factor sampling (LVIS RFS, t below);
     # balanced: every label of balance_over equally likely to be the one an image is drawn for
