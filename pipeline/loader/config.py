@@ -41,8 +41,9 @@ class LoaderConfig:
     reuse_buffers: bool = True            # workers fill a ring of shared-memory batch buffers (ring.py)
 
     def __post_init__(self) -> None:
-        check(self, batch_size=at_least(1), workers=at_least(0), shuffle_buffer=at_least(0), read_ahead=at_least(1), read_ahead_mb=above(0),
-              keyword_threshold=above(0), repeat_aug=at_least(1), image_size=at_least(1),
+        check(self, batch_size=at_least(1), workers=at_least(0), shuffle_buffer=at_least(0),
+              read_ahead=at_least(1), read_ahead_mb=above(0), keyword_threshold=above(0),
+              repeat_aug=at_least(1), image_size=at_least(1),
               crop_pct=between(0, 1, low_open=True), scale=each(between(0, 1, low_open=True), 2),
               ratio=each(above(0), 2), hflip=between(0, 1), log_bad_every_s=at_least(0),
               prefetch_factor=at_least(1), worker_nice=at_least(0), balanced_cap=at_least(1),
