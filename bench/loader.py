@@ -157,12 +157,13 @@ def workers_in_process(split: Path, loader: ShardLoader, cfg: LoaderConfig) -> f
 
 def stream_alone(split: Path, loader: ShardLoader, cfg: LoaderConfig) -> float:
     """CPU-seconds per sample of the workers' sample streams alone (tar members, label checks,
-    shuffle buffer, padding; no decode), one epoch, in this process."""
-    from pipeline.loader.stages import sample_stream
+    shuffle buffer, padding, read-ahead; no decode), one epoch, in this process."""
+    from pipeline.loader.worker import StreamDataset, WorkerStream
+    plans = loader._plans()[loader.rank]
+    ds = StreamDataset(split, cfg, plans, loader.repeat, loader.epoch, loader.rank, sizes=loader.sizes)
     n, c = 0, time.process_time()
-    for plan in loader._plans()[loader.rank]:
-        for _ in sample_stream(split, plan, plan.batches * cfg.images_per_batch, loader.repeat, cfg.shuffle_buffer,
-                               np.random.default_rng(0), BadSamples(1e9), loader.sizes):
+    for worker in range(len(plans)):
+        for _ in WorkerStream(ds, worker, in_worker=False).samples(loader.epoch, plans, BadSamples(1e9)):
             n += 1
     return (time.process_time() - c) / max(1, n)
 

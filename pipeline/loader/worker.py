@@ -134,14 +134,9 @@ class WorkerStream:
         plan, cfg = plans[self.worker], self.cfg
         m = max(1, cfg.repeat_aug)
         seed = [cfg.seed, epoch, self.ds.rank, self.worker]
-        rng = np.random.default_rng(seed)
         aug = CpuAugment(cfg, random.Random(str(seed)))
         bad = BadSamples(cfg.log_bad_every_s)
-        # where padding comes from when this worker's own shards give nothing: the rank's others
-        fallback = [s for i, w in enumerate(plans) if i != self.worker for s in w.shards] + list(self.ds.sizes)
-        samples = sample_stream(self.ds.split_dir, plan, plan.batches * cfg.images_per_batch, self.ds.repeat,
-                                cfg.shuffle_buffer if cfg.train else 1, rng, bad, self.ds.sizes, fallback,
-                                spread=cfg.images_per_batch if self.ds.repeat is not None else 0)
+        samples = self.samples(epoch, plans, bad)
         path = self.path_cls(cfg, self.buffer)
         items, done, filler, emitted = [], [], None, 0
         retries_seen = storage.RETRIES
@@ -155,7 +150,6 @@ class WorkerStream:
             emitted += 1
             return out
 
-        samples = read_ahead(samples, cfg.read_ahead, cfg.read_ahead_mb * 2**20)
         for sample, padding, finished in samples:          # decode -> augment -> batch
             done.extend(finished)
             try:
@@ -171,7 +165,7 @@ class WorkerStream:
                 yield batch()
         while emitted < plan.batches:   # undecodable JPEGs left the quota short: padding copies
             if filler is None:
-                filler = self._filler(path, len(items), aug, m, plan.shards + fallback)
+                filler = self._filler(path, len(items), aug, m, plan.shards + self.fallback(plans))
                 items.extend(filler[1])
                 continue
             while len(items) < cfg.batch_size:
@@ -180,6 +174,21 @@ class WorkerStream:
             yield batch()
         for _ in range(max(w.batches for w in plans) - plan.batches):
             yield EpochMarker(epoch)
+
+    def fallback(self, plans: list[WorkerPlan]) -> list[str]:
+        """Where padding comes from when this worker's own shards give nothing: the rank's others,
+        then the split's."""
+        return [s for i, w in enumerate(plans) if i != self.worker for s in w.shards] + list(self.ds.sizes)
+
+    def samples(self, epoch: int, plans: list[WorkerPlan], bad: BadSamples) -> Iterator:
+        """This worker's samples of one epoch, read ahead (what :meth:`epoch` decodes), as
+        (sample, is_padding, shards finished); ``bad`` counts what is lost."""
+        plan, cfg = plans[self.worker], self.cfg
+        rng = np.random.default_rng([cfg.seed, epoch, self.ds.rank, self.worker])
+        samples = sample_stream(self.ds.split_dir, plan, plan.batches * cfg.images_per_batch, self.ds.repeat,
+                                cfg.shuffle_buffer if cfg.train else 1, rng, bad, self.ds.sizes, self.fallback(plans),
+                                spread=cfg.images_per_batch if self.ds.repeat is not None else 0)
+        return read_ahead(samples, cfg.read_ahead, cfg.read_ahead_mb * 2**20)
 
     def _filler(self, path, row: int, aug: CpuAugment, m: int, shards: list[str]):
         """No image of this worker's stream decoded: the first one of ``shards`` that does, put at
