@@ -182,3 +182,36 @@ def test_a_worker_keeps_freed_sample_memory_for_the_next_samples():
     pages = 300 * 200_000 // 4096
     assert faults("plain") > pages // 2       # the default allocator: fresh pages again
     assert faults("worker") < pages // 20
+
+
+def test_a_workers_collections_leave_the_objects_it_forked_with_untouched():
+    """A full cyclic collection in a forked worker (after its init function) does not write to
+    the objects inherited from the main process: no copy-on-write page faults for them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = """if True:
+        import gc, os, resource, sys
+        from pipeline.loader.shard_loader import _WorkerInit
+        held = [[i] for i in range(300_000)]     # ~25 MB of tracked objects in the main process
+        gc.collect()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            if sys.argv[1] == "worker":
+                _WorkerInit(0)(0)
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            gc.collect()
+            os.write(write, str(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before).encode())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(os.read(read, 64).decode())"""
+    repo = Path(__file__).resolve().parents[2]
+
+    def faults(where):
+        out = subprocess.run([sys.executable, "-c", code, where], capture_output=True, text=True, check=True, cwd=repo)
+        return int(out.stdout)
+
+    pages = 300_000 * 80 // 4096            # a list and its int: ~80 bytes of GC-tracked memory each
+    assert faults("plain") > pages // 2      # the collection wrote to every inherited object
+    assert faults("worker") < pages // 20
