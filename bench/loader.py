@@ -133,6 +133,20 @@ def use_photos(root: Path, rel_paths: list[str], photos_dir: Path) -> None:
     stamp.write_text(str(photos_dir.resolve()))
 
 
+def split_jpegs(split: Path) -> list[bytes]:
+    """The JPEG bytes of every sample of a split's shards, in shard order: the plain loop's input."""
+    return [s["jpg"] for name in schema.read_sizes(split) for s in read_shard(split / name, BadSamples(1e9))]
+
+
+def plain_pass(jpegs: list[bytes], cfg: LoaderConfig) -> None:
+    """The baseline: decode and augment each JPEG (already in memory) into one reused array, with
+    the loader's own code (CpuAugment), on one core."""
+    aug = CpuAugment(cfg, random.Random(0))
+    out = np.empty((1, cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
+    for data in jpegs:
+        aug.into(data, out)
+
+
 def pil_loop(paths: list[Path]) -> float:
     """Images per CPU-second of the plain loop: read the file, decode it fully with PIL."""
     import io
@@ -211,7 +225,7 @@ def main() -> None:
     # plain loop: the same decode + augmentation on the same JPEGs, in memory, one core
     cfg = LoaderConfig(batch_size=args.batch, workers=args.workers, image_size=args.image_size,
                        shuffle_buffer=1000, read_ahead=args.read_ahead)
-    jpegs = [s["jpg"] for name in schema.read_sizes(split) for s in read_shard(split / name, BadSamples(1e9))]
+    jpegs = split_jpegs(split)
     loader = ShardLoader(split, cfg)
     # memory in an epoch of its own: reading /proc/*/smaps stalls the workers' page faults
     with PeakRss() as rss:
@@ -224,12 +238,9 @@ def main() -> None:
     cpu = {"plain": [], "loader": [], "main": [], "later": []}   # CPU-seconds per image (rusage), beside the wall-clock rates
 
     def plain() -> float:
-        aug = CpuAugment(cfg, random.Random(0))
-        out = np.empty((1, args.image_size, args.image_size, 3), dtype=np.uint8)
         c = time.process_time()
         t = time.perf_counter()
-        for data in jpegs:
-            aug.into(data, out)
+        plain_pass(jpegs, cfg)
         end = time.perf_counter()
         cpu["plain"].append((time.process_time() - c) / len(jpegs))
         return len(jpegs) / (end - t)

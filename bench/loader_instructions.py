@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import random
 import shutil
 import subprocess
 import sys
@@ -58,19 +57,14 @@ def callgrind_totals(folder: Path) -> dict[int, int]:
 
 def child(mode: str, split: Path, passes: int, workers: int, batch: int, size: int) -> int:
     """Run ``passes`` passes of the plain loop or epochs of the loader; returns the images done."""
-    import numpy as np
-
-    from pipeline import schema
-    from pipeline.loader import BadSamples, CpuAugment, LoaderConfig, ShardLoader, read_shard
+    from loader import plain_pass, split_jpegs    # bench/loader.py: the same baseline as the wall-clock figures
+    from pipeline.loader import LoaderConfig, ShardLoader
 
     cfg = LoaderConfig(batch_size=batch, workers=workers, image_size=size, shuffle_buffer=1000)
     if mode == "plain":
-        jpegs = [s["jpg"] for name in schema.read_sizes(split) for s in read_shard(split / name, BadSamples(1e9))]
-        aug = CpuAugment(cfg, random.Random(0))
-        out = np.empty((1, size, size, 3), dtype=np.uint8)
+        jpegs = split_jpegs(split)
         for _ in range(passes):
-            for data in jpegs:
-                aug.into(data, out)
+            plain_pass(jpegs, cfg)
         return passes * len(jpegs)
     loader = ShardLoader(split, cfg)
     images = 0
