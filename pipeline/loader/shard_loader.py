@@ -60,8 +60,9 @@ class _WorkerInit:
     header, so that it copied every page they lie on from the main process (copy-on-write): in
     the eighth epoch of a 1,000-image loader with one worker, its unshared memory (USS) went from
     33 to 71 MiB for good (frozen: 34 MiB through twelve epochs), and it took 149 ms (the
-    worker's code in one process under load, ten epochs: 15 us per image, besides gen 0/1's 5). Objects frozen are never collected: what of them becomes cyclic garbage in the worker
-    stays until it exits."""
+    worker's code in one process under load, ten epochs: 15 us per image, besides gen 0/1's 5).
+    Objects frozen are never collected: what of them becomes cyclic garbage in the worker stays
+    until it exits."""
 
     def __init__(self, increment: int):
         self.increment = increment
