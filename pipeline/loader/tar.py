@@ -36,6 +36,7 @@ from .bad import BadSamples
 
 _BLOCK = 512
 _ZERO_BLOCK = bytes(_BLOCK)
+_REGULAR = frozenset((b"0", b"\0", b"7"))    # regular-file type flags (old tar, POSIX, contiguous)
 _MAGIC = b"ustar"
 _RESYNC_CHUNK = 1 << 20
 
@@ -155,32 +156,25 @@ def _members(fh, end: int, where: str, bad: BadSamples, span: list | None) -> It
             seek(pad, 1)
         pos += _BLOCK + size + pad
         kind = header[156:157]
-        if kind == b"0" and long_name is None and not header[345]:   # a regular file as tarfile writes it
+        if kind in _REGULAR:            # a file: first, as almost every member is one
+            if long_name is not None:
+                name, long_name = long_name, None
+            else:
+                name = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+                if header[345] and header[262] == 0:    # POSIX ustar (not GNU): a name prefix
+                    name = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace") + "/" + name
             if span is not None:
                 span[0], span[1] = start, pos
-            yield header[:100].split(b"\0", 1)[0].decode("utf-8", "replace"), data
-            continue
-        if kind == b"L":
+            yield name, data
+        elif kind == b"L":
             long_name = data.rstrip(b"\0").decode("utf-8", "replace")
-            continue
-        if kind in (b"x", b"g"):
+        elif kind in (b"x", b"g"):
             for rec in data.decode("utf-8", "replace").split("\n"):
                 _, _, kv = rec.partition(" ")
                 if kind == b"x" and kv.startswith("path="):
                     long_name = kv[5:]
-            continue
-        if kind not in (b"0", b"\0", b"7"):
+        else:                           # a directory, link, device...: skipped, and any long name with it
             long_name = None
-            continue
-        if long_name is not None:
-            name, long_name = long_name, None
-        else:
-            name = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
-            if header[345] and header[262] == 0:    # POSIX ustar (not GNU): a name prefix
-                name = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace") + "/" + name
-        if span is not None:
-            span[0], span[1] = start, pos
-        yield name, data
 
 
 _INT = {int}

@@ -520,3 +520,30 @@ def test_read_ahead_holds_at_most_its_bytes_of_jpegs():
     seen = [(int(sample["__key__"]), len(pulled)) for sample, _, _ in read_ahead(stream(), 10, 250)]
     assert [k for k, _ in seen] == list(range(8))
     assert [n for _, n in seen] == [3, 3, 3, 6, 6, 6, 8, 8]      # 3 x 100 bytes >= 250: decoded, then on
+
+
+@pytest.mark.parametrize("fmt", ["USTAR_FORMAT", "GNU_FORMAT", "PAX_FORMAT"])
+def test_tar_reader_reads_what_tarfile_reads_in_every_format(tmp_path, fmt):
+    """Tars made by other tools (a release's own archives, img2dataset's, GNU tar's): directories
+    and links are skipped, long names come through ustar's prefix field, GNU's ././@LongLink
+    members or pax records, and every regular file reads as Python's tarfile reads it."""
+    import tarfile
+    from pipeline.loader import iter_tar
+    path = tmp_path / "t.tar"
+    deep = "/".join(["d" * 60] * 2)                  # 121 characters: beyond ustar's 100-byte name
+    with tarfile.open(path, "w", format=getattr(tarfile, fmt)) as tf:
+        for name, data, kind in [("a", None, tarfile.DIRTYPE), ("a/0001.jpg", b"one", tarfile.REGTYPE),
+                                 ("a/link.jpg", None, tarfile.SYMTYPE), (deep, None, tarfile.DIRTYPE),
+                                 ("a/0003.cls", b"3", tarfile.REGTYPE),   # a long name must not stick
+                                 (deep + "/0002.jpg", b"two" * 300, tarfile.REGTYPE)]:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            if kind == tarfile.SYMTYPE:
+                info.linkname = "l" * 120 if fmt != "USTAR_FORMAT" else "0001.jpg"   # a GNU long link too
+            info.size = len(data) if data else 0
+            tf.addfile(info, io.BytesIO(data) if data else None)
+    with tarfile.open(path) as tf:
+        want = [(m.name, tf.extractfile(m).read()) for m in tf.getmembers() if m.isfile()]
+    assert [n for n, _ in want] == ["a/0001.jpg", "a/0003.cls", deep + "/0002.jpg"]
+    bad = BadSamples(1e9)
+    assert list(iter_tar(path, bad)) == want and bad.problem_count == 0
