@@ -133,8 +133,7 @@ class WorkerStream:
         the epoch's first good image for JPEGs that cannot be decoded."""
         plan, cfg = plans[self.worker], self.cfg
         m = max(1, cfg.repeat_aug)
-        seed = [cfg.seed, epoch, self.ds.rank, self.worker]
-        aug = CpuAugment(cfg, random.Random(str(seed)))
+        aug = CpuAugment(cfg, random.Random(str(self.seed(epoch))))
         bad = BadSamples(cfg.log_bad_every_s)
         samples = self.samples(epoch, plans, bad)
         path = self.path_cls(cfg, self.buffer)
@@ -180,11 +179,17 @@ class WorkerStream:
         then the split's."""
         return [s for i, w in enumerate(plans) if i != self.worker for s in w.shards] + list(self.ds.sizes)
 
+    def seed(self, epoch: int) -> list[int]:
+        """The seed of this worker's randomness in one epoch (its stream's order, its
+        augmentations): the run's seed, the epoch, the rank and the worker, so that every worker of
+        every rank draws its own, the same again when the run is resumed."""
+        return [self.cfg.seed, epoch, self.ds.rank, self.worker]
+
     def samples(self, epoch: int, plans: list[WorkerPlan], bad: BadSamples) -> Iterator:
         """This worker's samples of one epoch, read ahead (what :meth:`epoch` decodes), as
         (sample, is_padding, shards finished); ``bad`` counts what is lost."""
         plan, cfg = plans[self.worker], self.cfg
-        rng = np.random.default_rng([cfg.seed, epoch, self.ds.rank, self.worker])
+        rng = np.random.default_rng(self.seed(epoch))
         samples = sample_stream(self.ds.split_dir, plan, plan.batches * cfg.images_per_batch, self.ds.repeat,
                                 cfg.shuffle_buffer if cfg.train else 1, rng, bad, self.ds.sizes, self.fallback(plans),
                                 spread=cfg.images_per_batch if self.ds.repeat is not None else 0)
