@@ -1,7 +1,7 @@
 """The streaming loader's own work, counted in instructions: a figure the machine's noise does not move.
 
     python bench/loader_instructions.py --workdir DIR [--workers 1] [--batch 64] [--image-size 224] \
-        [--passes 1 3] [--jobs 2]
+        [--passes 1 3] [--jobs 2] [--cache-sim]
 
 DIR is a folder bench/loader.py built (its shards in DIR/shards/train: generated JPEGs, or real
 ones with bench/loader.py --images). Each of the plain decode + augment loop (the JPEGs in memory,
@@ -17,6 +17,12 @@ second to the next, more than the 5% the loader may add; callgrind counts the sa
 for the same binary and input whatever else the machine does, so the runs go two at a time. What
 it leaves out, and the wall-clock benchmark keeps: the kernel's work (page faults, system
 calls), cache misses and memory bandwidth, and any waiting.
+
+``--cache-sim`` counts some of what instructions leave out: the same runs with callgrind's cache
+model (``--cache-sim=yes``, about twice as slow), which reports each process's misses of the first
+data cache (D1) and of the last level (LL, whose misses go to memory) per image. It simulates each
+process alone on caches of this CPU's sizes: a figure to compare plain loop and loader by, not a
+count of what the hardware did (no prefetcher, no sharing of a cache between processes).
 """
 from __future__ import annotations
 
@@ -40,19 +46,33 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def callgrind_totals(folder: Path) -> dict[int, int]:
-    """Instructions per process (pid -> Ir) from the ``cg.<pid>`` files callgrind wrote in ``folder``."""
+def callgrind_events(folder: Path) -> dict[int, dict[str, int]]:
+    """Each process's totals by event (pid -> {"Ir": ..., "D1mr": ...}) from the ``cg.<pid>``
+    files callgrind wrote in ``folder``: its ``events:`` line names the columns of its
+    ``summary:`` (or ``totals:``) line."""
     out = {}
     for f in sorted(folder.glob("cg.*")):
-        total = None
+        names, total = ["Ir"], None
         with open(f, encoding="utf-8", errors="replace") as fh:
             for line in fh:
-                if line.startswith(("totals:", "summary:")):
-                    total = int(line.split()[1])
+                if line.startswith("events:"):
+                    names = line.split()[1:]
+                elif line.startswith(("totals:", "summary:")):
+                    total = [int(v) for v in line.split()[1:]]
         if total is None:
             raise ValueError(f"{f}: no 'totals:' or 'summary:' line (callgrind did not finish)")
-        out[int(f.name.split(".", 1)[1])] = total
+        out[int(f.name.split(".", 1)[1])] = dict(zip(names, total + [0] * (len(names) - len(total))))
     return out
+
+
+def callgrind_totals(folder: Path) -> dict[int, int]:
+    """Instructions per process (pid -> Ir) from the ``cg.<pid>`` files callgrind wrote in ``folder``."""
+    return {pid: ev["Ir"] for pid, ev in callgrind_events(folder).items()}
+
+
+# simulated misses (callgrind --cache-sim=yes): the first-level data cache, and the last level
+# (instruction and data) whose misses go to memory
+MISSES = {"D1": ("D1mr", "D1mw"), "LL": ("ILmr", "DLmr", "DLmw")}
 
 
 def child(mode: str, split: Path, passes: int, workers: int, batch: int, size: int) -> int:
@@ -75,21 +95,35 @@ def child(mode: str, split: Path, passes: int, workers: int, batch: int, size: i
     return images
 
 
-def counted(mode: str, passes: int, args, split: Path) -> tuple[int, int, int]:
-    """(images, instructions of the top process, instructions of its children) of one run."""
+def counted(mode: str, passes: int, args, split: Path) -> tuple[int, dict, dict]:
+    """(images, event totals of the top process, event totals of its children summed) of one run."""
     folder = Path(tempfile.mkdtemp(prefix=f"cg_{mode}_{passes}_", dir=args.tmp))
     cmd = [VALGRIND, "--tool=callgrind", f"--callgrind-out-file={folder}/cg.%p", "--dump-instr=no",
+           *(["--cache-sim=yes"] if args.cache_sim else []),
            sys.executable, __file__, "--child", mode, "--split", str(split), "--child-passes", str(passes),
            "--workers", str(args.workers), "--batch", str(args.batch), "--image-size", str(args.image_size)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"{mode}, {passes} passes: exit {proc.returncode}\n{err[-2000:]}")
-    totals = callgrind_totals(folder)
+    events = callgrind_events(folder)
     shutil.rmtree(folder, ignore_errors=True)
     images = int(out.strip().splitlines()[-1])
-    top = totals.pop(proc.pid)
-    return images, top, sum(totals.values())
+    top = events.pop(proc.pid)
+    kids = {}
+    for ev in events.values():
+        for name, v in ev.items():
+            kids[name] = kids.get(name, 0) + v
+    return images, top, kids
+
+
+def per_image(got: dict, mode: str, few: int, more: int, names) -> tuple[float, float, float]:
+    """(whole run, top process, children) per image of the events ``names`` summed: the difference
+    of the ``more``-pass run and the ``few``-pass run, divided by the images between them."""
+    (n1, top1, kids1), (n2, top2, kids2) = got[(mode, few)], got[(mode, more)]
+    top = sum(top2.get(k, 0) - top1.get(k, 0) for k in names) / (n2 - n1)
+    kids = sum(kids2.get(k, 0) - kids1.get(k, 0) for k in names) / (n2 - n1)
+    return top + kids, top, kids
 
 
 def main() -> None:
@@ -101,6 +135,8 @@ def main() -> None:
     ap.add_argument("--passes", type=int, nargs=2, default=[1, 3], metavar=("FEW", "MORE"))
     ap.add_argument("--jobs", type=int, default=2, help="valgrind runs at a time")
     ap.add_argument("--tmp", default=None, help="where callgrind's files go (deleted after each run)")
+    ap.add_argument("--cache-sim", action="store_true",
+                    help="also count simulated cache misses per image (callgrind --cache-sim=yes; slower)")
     ap.add_argument("--child", choices=["plain", "loader"], help=argparse.SUPPRESS)
     ap.add_argument("--split", help=argparse.SUPPRESS)
     ap.add_argument("--child-passes", type=int, default=1, help=argparse.SUPPRESS)
@@ -121,11 +157,7 @@ def main() -> None:
     runs = [(m, p) for m in ("plain", "loader") for p in (few, more)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         got = dict(zip(runs, pool.map(lambda r: counted(r[0], r[1], args, split), runs)))
-    per = {}
-    for mode in ("plain", "loader"):
-        (n1, top1, kids1), (n2, top2, kids2) = got[(mode, few)], got[(mode, more)]
-        per[mode] = ((top2 + kids2) - (top1 + kids1)) / (n2 - n1), (top2 - top1) / (n2 - n1), \
-            (kids2 - kids1) / (n2 - n1)
+    per = {mode: per_image(got, mode, few, more, ["Ir"]) for mode in ("plain", "loader")}
     plain, loader = per["plain"][0], per["loader"][0]
     images = got[("loader", more)][0] - got[("loader", few)][0]
     print(f"instructions per image, callgrind (user space only; the difference of {few} and {more} passes, "
@@ -135,6 +167,13 @@ def main() -> None:
     print(f"  loader: {loader / 1e6:.3f} M (workers {per['loader'][2] / 1e6:.3f} M, main process "
           f"{per['loader'][1] / 1e6:.3f} M) -> plain / loader {plain / loader:.3f}, overhead "
           f"{loader / plain - 1:+.1%} (goal <= 5%); the workers alone {per['loader'][2] / plain - 1:+.1%}")
+    if args.cache_sim:
+        print("simulated cache misses per image (callgrind --cache-sim=yes, its model of this CPU's caches; "
+              "each process simulated alone):")
+        for level, names in MISSES.items():
+            p, (lo, top, kids) = per_image(got, "plain", few, more, names)[0], per_image(got, "loader", few, more, names)
+            print(f"  {level}: plain loop {p / 1e3:.1f}k, loader {lo / 1e3:.1f}k (workers {kids / 1e3:.1f}k, "
+                  f"main process {top / 1e3:.1f}k) -> {lo / p - 1:+.1%}" if p else f"  {level}: none counted")
 
 
 if __name__ == "__main__":

@@ -48,9 +48,16 @@ res = subprocess.run(sys.argv[i:], capture_output=True, text=True)
 images = int(res.stdout.split()[-1])
 import os
 pid = os.getpid()
-open(out_file.replace("%p", str(pid)), "w").write("summary: %d\\n" % (1000 + 7 * images))
+if "--cache-sim=yes" in sys.argv:     # Ir, then per image D1 misses 2000 + 1000, LL 0 + 500 + 500
+    head = "events: Ir D1mr D1mw ILmr DLmr DLmw\\n"
+    top = "summary: %d %d %d 7 %d %d\\n" % (1000 + 7 * images, 40 + 2000 * images, 9 + 1000 * images,
+                                            5 + 500 * images, 500 * images)
+    kid = "totals: %d %d 0 0 0 %d\\n" % (500 + 3 * images, 3000 * images, 3000 * images)   # a worker's
+else:
+    head, top, kid = "", "summary: %d\\n" % (1000 + 7 * images), "totals: %d\\n" % (500 + 3 * images)
+open(out_file.replace("%p", str(pid)), "w").write(head + top)
 if "loader" in sys.argv:
-    open(out_file.replace("%p", str(pid + 1)), "w").write("totals: %d\\n" % (500 + 3 * images))
+    open(out_file.replace("%p", str(pid + 1)), "w").write(head + kid)
 sys.stdout.write(res.stdout)
 sys.exit(res.returncode)
 """
@@ -76,6 +83,35 @@ def test_per_image_difference_of_two_runs(shards, tmp_path):
     assert float(m.group(2)) == pytest.approx(42.9, abs=0.1)
     assert re.search(r"the workers alone -57\.1%", out), out
     assert not list(tmp_path.glob("cg_*")), "callgrind's files are deleted after each run"
+    assert "cache misses" not in out
+
+
+def test_simulated_cache_misses_per_image(shards, tmp_path):
+    """--cache-sim: callgrind's miss events read by name from its events line, per image as the
+    instructions are (D1 = D1mr + D1mw, LL = ILmr + DLmr + DLmw), the loader's workers included."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "valgrind"
+    fake.write_text(FAKE.format(python=sys.executable))
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    res = subprocess.run([sys.executable, str(BENCH), "--workdir", str(shards), "--batch", "8",
+                          "--image-size", "32", "--passes", "1", "2", "--tmp", str(tmp_path), "--cache-sim"],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout
+    assert re.search(r"plain / loader 0\.700, overhead \+42\.9%", out), out      # instructions as before
+    # D1: plain 3,000 per image, loader 3,000 + 3,000 (its worker); LL: plain 1,000, loader 1,000 + 3,000
+    assert re.search(r"D1: plain loop 3\.0k, loader 6\.0k \(workers 3\.0k, main process 3\.0k\) -> \+100\.0%", out), out
+    assert re.search(r"LL: plain loop 1\.0k, loader 4\.0k \(workers 3\.0k, main process 1\.0k\) -> \+300\.0%", out), out
+
+
+def test_callgrind_events_by_name(tmp_path):
+    (tmp_path / "cg.7").write_text("events: Ir D1mr DLmw\nsummary: 100 5 2\n")
+    (tmp_path / "cg.8").write_text("events: Ir D1mr DLmw\ntotals: 60 3\n")   # trailing zeros left out
+    from loader_instructions import callgrind_events
+    assert callgrind_events(tmp_path) == {7: {"Ir": 100, "D1mr": 5, "DLmw": 2}, 8: {"Ir": 60, "D1mr": 3, "DLmw": 0}}
+    assert callgrind_totals(tmp_path) == {7: 100, 8: 60}
 
 
 def test_one_line_errors(tmp_path):
