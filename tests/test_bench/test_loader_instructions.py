@@ -59,6 +59,9 @@ open(out_file.replace("%p", str(pid)), "w").write(head + top)
 if "loader" in sys.argv:
     open(out_file.replace("%p", str(pid + 1)), "w").write(head + kid)
 sys.stdout.write(res.stdout)
+if "--cache-sim=yes" in sys.argv:
+    sys.stderr.write("==%d== Cache configuration used:\\n==%d==   D1: 32,768 B, 8-way, 64 B lines\\n"
+                     "==%d==   LL: 33,554,432 B, 16-way, 64 B lines\\n" % (pid, pid, pid))
 sys.exit(res.returncode)
 """
 
@@ -101,9 +104,10 @@ def test_simulated_cache_misses_per_image(shards, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     out = res.stdout
     assert re.search(r"plain / loader 0\.700, overhead \+42\.9%", out), out      # instructions as before
+    assert "its model: D1 32,768 B, 8-way, 64 B lines; LL 33,554,432 B, 16-way, 64 B lines" in out, out
     # D1: plain 3,000 per image, loader 3,000 + 3,000 (its worker); LL: plain 1,000, loader 1,000 + 3,000
-    assert re.search(r"D1: plain loop 3\.0k, loader 6\.0k \(workers 3\.0k, main process 3\.0k\) -> \+100\.0%", out), out
-    assert re.search(r"LL: plain loop 1\.0k, loader 4\.0k \(workers 3\.0k, main process 1\.0k\) -> \+300\.0%", out), out
+    assert re.search(r"D1: plain loop 3,000, loader 6,000 \(workers 3,000, main process 3,000\) -> \+100\.0%", out), out
+    assert re.search(r"LL: plain loop 1,000, loader 4,000 \(workers 3,000, main process 1,000\) -> \+300\.0%", out), out
 
 
 def test_callgrind_events_by_name(tmp_path):
