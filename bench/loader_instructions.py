@@ -19,12 +19,12 @@ it leaves out, and the wall-clock benchmark keeps: the kernel's work (page fault
 calls), cache misses and memory bandwidth, and any waiting.
 
 ``--cache-sim`` counts some of what instructions leave out: the same runs with callgrind's cache
-model (``--cache-sim=yes``; ~29 min instead of ~6 on 1,000 generated images here), which reports each process's misses of the first
-data cache (D1) and of the last level (LL, whose misses go to memory) per image. It simulates each
-process alone on caches of the sizes the CPU reports (the line printed names them: a VM's CPU
-may report odd ones, check them), two levels only (a middle L2 is not modelled: LL is
-the L3 where there is one), with no prefetcher and no cache shared between processes: a figure to
-compare plain loop and loader by, not a count of what the hardware did.
+model (``--cache-sim=yes``; ~29 min instead of ~6 on 1,000 generated images here), which reports
+each process's misses of the first data cache (D1) and of the last level (LL, whose misses go to
+memory) per image. It simulates each process alone on caches of the sizes the CPU reports (the line
+printed names them: a VM's CPU may report odd ones, check them), two levels only (a middle L2 is
+not modelled: LL is the L3 where there is one), with no prefetcher and no cache shared between
+processes: a figure to compare plain loop and loader by, not a count of what the hardware did.
 """
 from __future__ import annotations
 
