@@ -66,7 +66,8 @@ sys.exit(res.returncode)
 """
 
 
-def test_per_image_difference_of_two_runs(shards, tmp_path):
+def run_with_fake_valgrind(shards, tmp_path, *extra: str) -> str:
+    """The benchmark's output with FAKE as valgrind (first on PATH), over 1 and 2 passes."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "valgrind"
@@ -74,10 +75,14 @@ def test_per_image_difference_of_two_runs(shards, tmp_path):
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     res = subprocess.run([sys.executable, str(BENCH), "--workdir", str(shards), "--batch", "8",
-                          "--image-size", "32", "--passes", "1", "2", "--tmp", str(tmp_path)],
+                          "--image-size", "32", "--passes", "1", "2", "--tmp", str(tmp_path), *extra],
                          capture_output=True, text=True, timeout=600, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
-    out = res.stdout
+    return res.stdout
+
+
+def test_per_image_difference_of_two_runs(shards, tmp_path):
+    out = run_with_fake_valgrind(shards, tmp_path)
     # the fixed parts (1000, 500) cancel: 7 per image in the plain loop, 7 + 3 in the loader
     assert re.search(r"plain decode\+augment loop: 0\.000 M", out), out
     m = re.search(r"loader: .* -> plain / loader ([\d.]+), overhead \+([\d.]+)%", out)
@@ -92,17 +97,7 @@ def test_per_image_difference_of_two_runs(shards, tmp_path):
 def test_simulated_cache_misses_per_image(shards, tmp_path):
     """--cache-sim: callgrind's miss events read by name from its events line, per image as the
     instructions are (D1 = D1mr + D1mw, LL = ILmr + DLmr + DLmw), the loader's workers included."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "valgrind"
-    fake.write_text(FAKE.format(python=sys.executable))
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    res = subprocess.run([sys.executable, str(BENCH), "--workdir", str(shards), "--batch", "8",
-                          "--image-size", "32", "--passes", "1", "2", "--tmp", str(tmp_path), "--cache-sim"],
-                         capture_output=True, text=True, timeout=600, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    out = res.stdout
+    out = run_with_fake_valgrind(shards, tmp_path, "--cache-sim")
     assert re.search(r"plain / loader 0\.700, overhead \+42\.9%", out), out      # instructions as before
     assert "its model: D1 32,768 B, 8-way, 64 B lines; LL 33,554,432 B, 16-way, 64 B lines" in out, out
     # D1: plain 3,000 per image, loader 3,000 + 3,000 (its worker); LL: plain 1,000, loader 1,000 + 3,000
