@@ -68,11 +68,6 @@ def callgrind_events(folder: Path) -> dict[int, dict[str, int]]:
     return out
 
 
-def callgrind_totals(folder: Path) -> dict[int, int]:
-    """Instructions per process (pid -> Ir) from the ``cg.<pid>`` files callgrind wrote in ``folder``."""
-    return {pid: ev["Ir"] for pid, ev in callgrind_events(folder).items()}
-
-
 # simulated misses (callgrind --cache-sim=yes): the first-level data cache, and the last level
 # (instruction and data) whose misses go to memory
 MISSES = {"D1": ("D1mr", "D1mw"), "LL": ("ILmr", "DLmr", "DLmw")}
@@ -98,8 +93,9 @@ def child(mode: str, split: Path, passes: int, workers: int, batch: int, size: i
     return images
 
 
-def counted(mode: str, passes: int, args, split: Path) -> tuple[int, dict, dict]:
-    """(images, event totals of the top process, event totals of its children summed) of one run."""
+def counted(mode: str, passes: int, args, split: Path) -> tuple[int, dict, dict, dict]:
+    """(images, event totals of the top process, event totals of its children summed, the cache
+    model callgrind reported on its stderr) of one run."""
     folder = Path(tempfile.mkdtemp(prefix=f"cg_{mode}_{passes}_", dir=args.tmp))
     cmd = [VALGRIND, "--tool=callgrind", f"--callgrind-out-file={folder}/cg.%p", "--dump-instr=no",
            *(["--cache-sim=yes"] if args.cache_sim else []),
@@ -111,20 +107,20 @@ def counted(mode: str, passes: int, args, split: Path) -> tuple[int, dict, dict]
         raise RuntimeError(f"{mode}, {passes} passes: exit {proc.returncode}\n{err[-2000:]}")
     events = callgrind_events(folder)
     shutil.rmtree(folder, ignore_errors=True)
-    args.caches.update(re.findall(r"==\d+==\s+(I1|D1|LL): ([^\n]+)", err))   # the model it used
+    model = dict(re.findall(r"==\d+==\s+(I1|D1|LL): ([^\n]+)", err))   # the cache model it simulated, if any
     images = int(out.strip().splitlines()[-1])
     top = events.pop(proc.pid)
     kids = {}
     for ev in events.values():
         for name, v in ev.items():
             kids[name] = kids.get(name, 0) + v
-    return images, top, kids
+    return images, top, kids, model
 
 
 def per_image(got: dict, mode: str, few: int, more: int, names) -> tuple[float, float, float]:
     """(whole run, top process, children) per image of the events ``names`` summed: the difference
     of the ``more``-pass run and the ``few``-pass run, divided by the images between them."""
-    (n1, top1, kids1), (n2, top2, kids2) = got[(mode, few)], got[(mode, more)]
+    (n1, top1, kids1, _), (n2, top2, kids2, _) = got[(mode, few)], got[(mode, more)]
     top = sum(top2.get(k, 0) - top1.get(k, 0) for k in names) / (n2 - n1)
     kids = sum(kids2.get(k, 0) - kids1.get(k, 0) for k in names) / (n2 - n1)
     return top + kids, top, kids
@@ -148,7 +144,6 @@ def main() -> None:
     if args.child:
         print(child(args.child, Path(args.split), args.child_passes, args.workers, args.batch, args.image_size))
         return
-    args.caches = {}
     if not args.workdir:
         fail("--workdir DIR is required (a folder bench/loader.py built)")
     split = Path(args.workdir) / "shards" / "train"
@@ -173,10 +168,12 @@ def main() -> None:
           f"{per['loader'][1] / 1e6:.3f} M) -> plain / loader {plain / loader:.3f}, overhead "
           f"{loader / plain - 1:+.1%} (goal <= 5%); the workers alone {per['loader'][2] / plain - 1:+.1%}")
     if args.cache_sim:
-        model = "; ".join(f"{k} {v}" for k, v in sorted(args.caches.items())) or "not reported"
+        caches = {k: v for run in got.values() for k, v in run[3].items()}
+        model = "; ".join(f"{k} {v}" for k, v in sorted(caches.items())) or "not reported"
         print(f"simulated cache misses per image (callgrind --cache-sim=yes, each process alone; its model: {model}):")
         for level, names in MISSES.items():
-            p, (lo, top, kids) = per_image(got, "plain", few, more, names)[0], per_image(got, "loader", few, more, names)
+            misses = {mode: per_image(got, mode, few, more, names) for mode in ("plain", "loader")}
+            p, (lo, top, kids) = misses["plain"][0], misses["loader"]
             print(f"  {level}: plain loop {p:,.0f}, loader {lo:,.0f} (workers {kids:,.0f}, main process {top:,.0f})"
                   + (f" -> {lo / p - 1:+.1%}" if p >= 1 else ""))
 

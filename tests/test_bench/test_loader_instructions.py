@@ -14,16 +14,16 @@ from conftest import REPO
 BENCH = REPO / "bench" / "loader_instructions.py"
 
 sys.path.insert(0, str(REPO / "bench"))
-from loader_instructions import callgrind_totals  # noqa: E402
+from loader_instructions import callgrind_events  # noqa: E402
 
 
-def test_callgrind_totals_per_process(tmp_path):
+def test_callgrind_instructions_per_process(tmp_path):
     (tmp_path / "cg.101").write_text("version: 1\ncmd: python\nevents: Ir\nsummary: 5000\nfn=x\n1 5000\ntotals: 5000\n")
     (tmp_path / "cg.202").write_text("events: Ir\nsummary: 70\n")
-    assert callgrind_totals(tmp_path) == {101: 5000, 202: 70}
+    assert {pid: ev["Ir"] for pid, ev in callgrind_events(tmp_path).items()} == {101: 5000, 202: 70}
     (tmp_path / "cg.303").write_text("events: Ir\nfn=x\n")   # cut short
     with pytest.raises(ValueError, match=r"cg\.303: no 'totals:'"):
-        callgrind_totals(tmp_path)
+        callgrind_events(tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +108,7 @@ def test_simulated_cache_misses_per_image(shards, tmp_path):
 def test_callgrind_events_by_name(tmp_path):
     (tmp_path / "cg.7").write_text("events: Ir D1mr DLmw\nsummary: 100 5 2\n")
     (tmp_path / "cg.8").write_text("events: Ir D1mr DLmw\ntotals: 60 3\n")   # trailing zeros left out
-    from loader_instructions import callgrind_events
     assert callgrind_events(tmp_path) == {7: {"Ir": 100, "D1mr": 5, "DLmw": 2}, 8: {"Ir": 60, "D1mr": 3, "DLmw": 0}}
-    assert callgrind_totals(tmp_path) == {7: 100, 8: 60}
 
 
 def test_one_line_errors(tmp_path):
